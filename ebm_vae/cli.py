@@ -1,0 +1,55 @@
+"""Command-line pieces shared by the tools: the common training flags and config resolution."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import Config, ConfigError, config_from_dict, load_raw
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """The training CLI contract shared by tools/train.py and tools/complete.py."""
+    parser.add_argument("-c", "--config", help="experiment YAML file (e.g. experiments/mnist.yaml); "
+                        "not needed with --resume, which reads the run's saved config.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.gamma=2 (repeatable; "
+                        "validated like the YAML)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>)")
+    parser.add_argument("--data-root", help="folder with the dataset files (sets data.root)")
+    parser.add_argument("--max-iters", type=int, help="stop once the run has done N iterations "
+                        "in total (resumed ones included), writing a checkpoint and a grid")
+    parser.add_argument("--resume", nargs="?", const="", metavar="DIR",
+                        help="continue the run in DIR (or in --out) from its last checkpoint")
+    parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """Config, run folder and resume flag from the parsed flags."""
+    resume = args.resume is not None
+    overrides = list(args.set)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.max_iters is not None and args.max_iters < 1:
+        raise ConfigError("--max-iters must be >= 1")
+    if resume:
+        run_dir = Path(args.resume or args.out or "")
+        if not str(run_dir):
+            raise ConfigError("--resume needs a run folder: --resume DIR or --out DIR")
+        if args.config:
+            raise ConfigError("--resume continues with the run's own config.yaml; drop -c "
+                              "(use --set to change values)")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"cannot resume: {run_dir / 'config.yaml'} not found")
+        raw = load_raw(run_dir / "config.yaml", overrides)
+    else:
+        if not args.config:
+            raise ConfigError("give an experiment file with -c/--config (or --resume DIR)")
+        raw = load_raw(args.config, overrides)
+        run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    return config_from_dict(raw), run_dir, resume

@@ -1,0 +1,326 @@
+"""Experiment configuration: plain YAML validated once into typed, frozen dataclasses.
+
+Every key is checked here (unknown keys, wrong types, out-of-range values raise `ConfigError`
+naming the dotted key), so everything downstream takes explicit, already valid arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing, of the wrong type or out of range."""
+
+
+def _require(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """A conv layer with TF 'SAME' padding followed by leaky ReLU."""
+    channels: int
+    kernel: int
+    stride: int = 1
+
+    def validate(self, key: str) -> None:
+        for name in ("channels", "kernel", "stride"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DeconvLayer:
+    """A transposed conv layer: out = (in - 1) * stride - 2 * padding + kernel + output_padding."""
+    channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    batch_norm: bool = False
+
+    def validate(self, key: str) -> None:
+        for name in ("channels", "kernel", "stride"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _require(self.padding >= 0, f"{key}.padding", "must be >= 0")
+        _require(0 <= self.output_padding < self.stride, f"{key}.output_padding",
+                 "must be >= 0 and < stride")
+
+    def out_size(self, size: int) -> int:
+        return (size - 1) * self.stride - 2 * self.padding + self.kernel + self.output_padding
+
+
+@dataclass(frozen=True)
+class EBMConfig:
+    """f_theta: conv layers, then a 'valid' conv over the remaining map with `out_dim` outputs."""
+    conv: List[ConvLayer]
+    out_dim: int = 1  # f(x) is the sum of the outputs (the released MNIST net has 100)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """q_phi(z|x): conv layers, flatten, two linear heads (mean and 0.5 * Dense = log sigma)."""
+    conv: List[ConvLayer]
+    dropout: float = 0.0  # drop probability after each conv (released MNIST encoder: 0.2)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """g_alpha(z): z as a 1x1 map, transposed convs; hidden layers use `act`, the last one tanh."""
+    layers: List[DeconvLayer]
+    act: Literal["relu", "leaky_relu"] = "leaky_relu"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int
+    channels: int
+    latent_dim: int
+    ebm: EBMConfig
+    encoder: EncoderConfig
+    decoder: DecoderConfig
+    init_std: float = 0.005  # conv kernels ~ N(0, init_std^2), biases 0 [CODE]
+    leaky_slope: float = 0.2  # TF leaky_relu default [CODE]
+    # [CODE] TF1 batch_norm(is_training=True) everywhere: batch statistics at test time too.
+    # false: standard batch norm (running statistics in eval mode).
+    bn_batch_stats: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: Literal["mnist", "fashion_mnist", "cifar10"]
+    root: Optional[str] = None  # null: Paddle's dataset download; else a folder of local files
+    # once: shuffled once at load (released MNIST loader); never: file order (released CIFAR
+    # loader); every_epoch: a new permutation each epoch.
+    shuffle: Literal["once", "never", "every_epoch"] = "once"
+    limit: Optional[int] = None  # use only the first `limit` training images (quick runs)
+
+
+@dataclass(frozen=True)
+class LangevinConfig:
+    steps: int
+    step_size: float
+    ref_sigma: Optional[float] = 0.016  # null removes the Gaussian reference term
+    noise: bool = True  # false reproduces the released code (noise line commented out)
+    chunk_size: Optional[int] = None  # revise at most this many chains per forward/backward
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    num_chains: int
+    gamma: float
+    lr_ebm: float
+    lr_vae: float
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_rate: float = 0.98  # lr = lr0 * rate^(epoch / lr_decay_epochs) [CODE]
+    lr_decay_epochs: float = 20.0
+    sample_every: int = 500  # iterations between sample grids
+    checkpoint_every: int = 500  # iterations between checkpoints
+    log_every: int = 1  # iterations between CSV log rows
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    steps: int = 30  # Langevin steps for test-time synthesis [CODE sampling(sample_step=30)]
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    model: ModelConfig
+    langevin: LangevinConfig
+    train: TrainConfig
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+    device: Literal["cpu", "gpu"] = "cpu"
+
+
+def _check_ranges(cfg: Config) -> None:
+    m, lv, t = cfg.model, cfg.langevin, cfg.train
+    for key, value in [("model.image_size", m.image_size), ("model.channels", m.channels),
+                       ("model.latent_dim", m.latent_dim), ("model.ebm.out_dim", m.ebm.out_dim),
+                       ("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("train.num_chains", t.num_chains), ("train.sample_every", t.sample_every),
+                       ("train.checkpoint_every", t.checkpoint_every),
+                       ("train.log_every", t.log_every), ("sample.steps", cfg.sample.steps)]:
+        _require(value >= 1, key, f"must be >= 1, got {value}")
+    _require(lv.steps >= 0, "langevin.steps", f"must be >= 0, got {lv.steps}")
+    _require(lv.step_size > 0, "langevin.step_size", f"must be > 0, got {lv.step_size}")
+    _require(lv.ref_sigma is None or lv.ref_sigma > 0, "langevin.ref_sigma", "must be > 0 or null")
+    _require(lv.chunk_size is None or lv.chunk_size >= 1, "langevin.chunk_size", "must be >= 1 or null")
+    _require(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1 or null")
+    _require(t.gamma >= 0, "train.gamma", f"must be >= 0, got {t.gamma}")
+    for key in ("lr_ebm", "lr_vae", "lr_decay_epochs"):
+        _require(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+    for key in ("beta1", "beta2"):
+        _require(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
+    _require(0 < t.lr_decay_rate <= 1, "train.lr_decay_rate", "must be in (0, 1]")
+    _require(0 <= m.encoder.dropout < 1, "model.encoder.dropout", "must be in [0, 1)")
+    _require(m.init_std > 0, "model.init_std", "must be > 0")
+    _require(m.leaky_slope >= 0, "model.leaky_slope", "must be >= 0")
+    _check_architecture(m)
+
+
+def _check_architecture(m: ModelConfig) -> None:
+    """Check the layer lists; the decoder must produce exactly channels x image_size^2."""
+    for name, layers in [("ebm", m.ebm.conv), ("encoder", m.encoder.conv)]:
+        _require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
+        for i, layer in enumerate(layers):
+            layer.validate(f"model.{name}.conv.{i}")
+    layers = m.decoder.layers
+    _require(len(layers) >= 1, "model.decoder.layers", "needs at least one layer")
+    size = 1
+    for i, layer in enumerate(layers):
+        layer.validate(f"model.decoder.layers.{i}")
+        size = layer.out_size(size)
+        _require(size >= 1, f"model.decoder.layers.{i}", "gives an empty feature map")
+    _require(size == m.image_size and layers[-1].channels == m.channels, "model.decoder.layers",
+             f"produce {layers[-1].channels}x{size}x{size} images, but model.channels and "
+             f"model.image_size ask for {m.channels}x{m.image_size}x{m.image_size}")
+    _require(not layers[-1].batch_norm, "model.decoder.layers", "the last (tanh) layer has no batch norm")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the type hint `tp`, building nested dataclasses."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
+    if origin is Literal:
+        _require(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, List):
+        _require(isinstance(value, list), key, f"must be a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key,
+                 f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+                 f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _require(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    prefix = f"{key}." if key else ""
+    _require(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+        _require(name in fields, f"{prefix}{name}",
+                 f"unknown key (allowed here: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], prefix + name)
+        else:
+            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            _require(not missing, prefix + name, "is required")
+    return cls(**kwargs)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to a raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like dotted.key=value")
+    path, text = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    node: Any = raw
+    for i, k in enumerate(keys[:-1]):
+        nxt = node[int(k)] if isinstance(node, list) and k.isdigit() else (
+            node.get(k) if isinstance(node, dict) else None)
+        if nxt is None:
+            if isinstance(node, dict):
+                nxt = node[k] = {}
+            else:
+                raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}': cannot be overridden")
+        node = nxt
+    value = yaml.safe_load(text) if text.strip() else None
+    last = keys[-1]
+    if isinstance(node, list):
+        _require(last.isdigit() and int(last) < len(node), path, "list index out of range")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Validate a raw mapping into a `Config`."""
+    cfg = _build(Config, raw, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge `update` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping; a top-level `base: other.yaml` (relative to this file) is merged under it."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' files form a cycle")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if "base" in raw:
+        base = raw.pop("base")
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: config key 'base' must be a file name")
+        raw = merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
+    return raw
+
+
+def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a YAML file (with its `base` files) into a dict and apply `dotted.key=value` overrides."""
+    raw = _read_yaml(Path(path))
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read, override and validate a YAML experiment file."""
+    return config_from_dict(load_raw(path, overrides))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (it loads back to an equal `Config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

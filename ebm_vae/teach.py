@@ -1,0 +1,135 @@
+"""Variational MCMC teaching: the losses and one iteration of Algorithm 1 (spec section 1).
+
+Per iteration: z ~ N(0, I) -> x_hat = g_alpha(z) -> x_tilde = Langevin(x_hat; theta)
+-> one Adam step of the EBM on data vs x_tilde -> one Adam step of the VAE on x_tilde.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from .config import LangevinConfig
+from .langevin import langevin
+from .models import Models
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, energy, gradient or sample became NaN or infinite; `quantity` names which."""
+
+    def __init__(self, quantity: str, value: float):
+        super().__init__(f"non-finite {quantity} ({value})")
+        self.quantity = quantity
+
+
+def ebm_loss(ebm: nn.Layer, x_data: paddle.Tensor, x_revised: paddle.Tensor
+             ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """Step 4: L_theta = mean_j f(x_tilde_j) - mean_i f(x_i). Its gradient is minus the MLE gradient
+    E_data[df/dtheta] - E_model[df/dtheta], so minimising it raises f on data and lowers it on
+    samples. Returns (loss, mean f(data), mean f(revised))."""
+    f_data = ebm(x_data).mean()
+    f_revised = ebm(x_revised.detach()).mean()
+    return f_revised - f_data, f_data, f_revised
+
+
+def kl_to_standard_normal(mu: paddle.Tensor, log_sigma: paddle.Tensor) -> paddle.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per sample = -1/2 sum_j (1 + 2 log sigma_j - mu_j^2 - sigma_j^2)."""
+    return -0.5 * (1 + 2 * log_sigma - mu ** 2 - paddle.exp(2 * log_sigma)).sum(axis=1)
+
+
+def vae_loss(encoder: nn.Layer, decoder: nn.Layer, x_revised: paddle.Tensor, gamma: float
+             ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """Step 5: mean_i [ ||g(z_i) - x_tilde_i||^2 + gamma * KL(q(z|x_tilde_i) || p(z)) ],
+    z_i = mu + eps * sigma (reparameterised). x_tilde is a constant: no gradient reaches the chain
+    or theta. Returns (loss, mean squared-error sum, mean KL)."""
+    x = x_revised.detach()
+    mu, log_sigma = encoder(x)
+    z = mu + paddle.randn(mu.shape, dtype=mu.dtype) * paddle.exp(log_sigma)
+    recon = ((decoder(z) - x) ** 2).flatten(1).sum(axis=1)
+    kl = kl_to_standard_normal(mu, log_sigma)
+    return (recon + gamma * kl).mean(), recon.mean(), kl.mean()
+
+
+@dataclass
+class TeachStats:
+    loss_ebm: float
+    loss_vae: float
+    recon: float
+    kl: float
+    f_data: float
+    f_revised: float
+    grad_norm_ebm: float
+    grad_norm_vae: float
+
+
+def _grad_norm(params: list) -> float:
+    sq = [(p.grad.astype("float32") ** 2).sum() for p in params if p.grad is not None]
+    return math.sqrt(float(paddle.add_n(sq))) if sq else 0.0
+
+
+def _checked(quantity: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise NonFiniteError(quantity, value)
+    return value
+
+
+def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, name: str) -> float:
+    """One Adam step on `loss`, refused (parameters untouched) if the loss or gradient is not finite."""
+    _checked(f"{name} loss", float(loss))
+    opt.clear_grad()
+    loss.backward()
+    norm = _checked(f"{name} gradient norm", _grad_norm(params))
+    with paddle.utils.unique_name.guard():  # stable optimizer-state names, so checkpoints load
+        opt.step()
+    opt.clear_grad()
+    return norm
+
+
+def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat)."""
+    z = paddle.randn([num_chains, latent_dim])  # step 1
+    with paddle.no_grad():
+        x_hat = models.decoder(z)  # step 2
+    x_tilde = langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
+                       lv.chunk_size)  # step 3
+    return x_hat, x_tilde
+
+
+def teach_step(models: Models, opt_ebm: paddle.optimizer.Optimizer,
+               opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
+               latent_dim: int, lv: LangevinConfig, gamma: float
+               ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
+    """One iteration of Algorithm 1. Returns the stats, x_hat and x_tilde.
+
+    Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
+    """
+    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv)
+    _checked("revised samples (Langevin)", float(x_tilde.abs().max()))
+    loss_e, f_data, f_rev = ebm_loss(models.ebm, x_data, x_tilde)
+    _checked("energy f(data)", float(f_data))
+    _checked("energy f(revised)", float(f_rev))
+    norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM")  # step 4
+    vae_params = models.encoder.parameters() + models.decoder.parameters()
+    loss_v, recon, kl = vae_loss(models.encoder, models.decoder, x_tilde, gamma)
+    norm_v = _update(opt_vae, loss_v, vae_params, "VAE")  # step 5
+    stats = TeachStats(float(loss_e), float(loss_v), float(recon), float(kl), float(f_data),
+                       float(f_rev), norm_e, norm_v)
+    return stats, x_hat, x_tilde
+
+
+def make_optimizers(models: Models, lr_ebm: float, lr_vae: float, beta1: float, beta2: float
+                    ) -> tuple[paddle.optimizer.Adam, paddle.optimizer.Adam]:
+    """Adam for theta; one Adam for (alpha, phi) jointly [CODE]."""
+    opt_ebm = paddle.optimizer.Adam(lr_ebm, beta1=beta1, beta2=beta2, epsilon=1e-8,
+                                    parameters=models.ebm.parameters())
+    opt_vae = paddle.optimizer.Adam(lr_vae, beta1=beta1, beta2=beta2, epsilon=1e-8,
+                                    parameters=models.encoder.parameters() + models.decoder.parameters())
+    return opt_ebm, opt_vae
+
+
+def decayed_lr(lr0: float, epoch: int, rate: float, every: float) -> float:
+    """lr0 * rate^(epoch / every), updated once per epoch (TF exponential_decay, staircase=False) [CODE]."""
+    return lr0 * rate ** (epoch / every)

@@ -1,0 +1,236 @@
+"""The training loop: run folder, data order, logging, sample grids, checkpoints and resume.
+
+`GenerationTask` is Algorithm 1 on unconditional images; `fit` drives any task with the same
+small interface (`modules`, `set_epoch`, `step`, `panels`), so other tasks reuse the loop.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import paddle
+
+from .checkpoint import (layer_states, load_checkpoint, load_layer_states, rng_state,
+                         save_checkpoint, set_rng_state)
+from .config import Config, TrainConfig, dump_config
+from .images import save_grids, save_plots
+from .models import build_models
+from .progress import Progress
+from .runtime import seed_all, set_device
+from .teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
+
+CHECKPOINT = "checkpoints/last.ckpt"
+NONFINITE_CHECKPOINT = "checkpoints/nonfinite.ckpt"
+GRID_IMAGES = 64
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: a non-finite quantity, or a run folder that cannot be used."""
+
+
+class Task(Protocol):
+    def modules(self) -> dict[str, Any]: ...
+    def set_epoch(self, epoch: int) -> dict[str, float]: ...
+    def step(self, batch: np.ndarray) -> dict[str, float]: ...
+    def panels(self) -> list[tuple[str, np.ndarray]]: ...
+
+
+class GenerationTask:
+    """Variational MCMC teaching of f_theta, q_phi, g_alpha on unconditional images."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.models = build_models(cfg.model)
+        t = cfg.train
+        self.opt_ebm, self.opt_vae = make_optimizers(self.models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def modules(self) -> dict[str, Any]:
+        return {**self.models._asdict(), "opt_ebm": self.opt_ebm, "opt_vae": self.opt_vae}
+
+    def set_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.cfg.train
+        lrs = {"lr_ebm": decayed_lr(t.lr_ebm, epoch, t.lr_decay_rate, t.lr_decay_epochs),
+               "lr_vae": decayed_lr(t.lr_vae, epoch, t.lr_decay_rate, t.lr_decay_epochs)}
+        self.opt_ebm.set_lr(lrs["lr_ebm"])
+        self.opt_vae.set_lr(lrs["lr_vae"])
+        return lrs
+
+    def step(self, batch: np.ndarray) -> dict[str, float]:
+        x = paddle.to_tensor(batch)
+        stats, x_hat, x_tilde = teach_step(self.models, self.opt_ebm, self.opt_vae, x,
+                                           self.cfg.train.num_chains, self.cfg.model.latent_dim,
+                                           self.cfg.langevin, self.cfg.train.gamma)
+        # [CODE] monitor "avg.L2 dist": squared distance of the batch-mean images, per pixel.
+        l2 = float(((x_tilde.mean(axis=0) - x.mean(axis=0)) ** 2).mean())
+        self.last = (x_hat[:GRID_IMAGES].numpy(), x_tilde[:GRID_IMAGES].numpy())
+        return {**asdict(stats), "l2_mean_dist": l2}
+
+    def panels(self) -> list[tuple[str, np.ndarray]]:
+        if self.last is None:
+            return []
+        return [("VAE proposals g(z)", self.last[0]), ("Langevin-revised", self.last[1])]
+
+
+def iters_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def epoch_order(n: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:
+    """Data order of one epoch: fixed ('never'), one seeded permutation ('once'), or a new
+    seeded permutation per epoch ('every_epoch'). Pure function of its arguments, so a resumed
+    run sees exactly the batches an uninterrupted one would."""
+    if shuffle == "never":
+        return np.arange(n)
+    key = [seed, 0] if shuffle == "once" else [seed, epoch + 1]
+    return np.random.default_rng(key).permutation(n)
+
+
+class RunLog:
+    """CSV log (`log.csv`) of one row per logged iteration, kept in memory for the plots."""
+
+    def __init__(self, path: Path, keep_until: int | None):
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        if keep_until is not None and path.exists():
+            with open(path, newline="") as fh:
+                self.rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)
+                             if float(r["iteration"]) <= keep_until]
+            self._rewrite()
+        elif path.exists():
+            path.unlink()
+
+    def _rewrite(self) -> None:
+        if not self.rows:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def append(self, row: dict[str, float]) -> None:
+        new = not self.path.exists()
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def plot(self, path: Path, panels: list[tuple[str, list[str]]]) -> None:
+        available = [(title, {k: self.series(k) for k in keys if self.rows and k in self.rows[-1]})
+                     for title, keys in panels]
+        save_plots(path, [p for p in available if p[1]])
+
+
+GENERATION_PLOTS = [("EBM loss: mean f(revised) - mean f(data)", ["loss_ebm"]),
+                    ("f on data and on revised samples", ["f_data", "f_revised"]),
+                    ("VAE loss: SSE + gamma KL", ["loss_vae"]),
+                    ("reconstruction SSE and KL", ["recon", "kl"])]
+
+
+def _save_state(task: Task, path: Path, iteration: int) -> None:
+    save_checkpoint(path, {"iteration": iteration, "modules": layer_states(task.modules()),
+                           "rng": rng_state()})
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """Create the run folder and write the resolved config; refuse to clobber a finished run."""
+    ckpt = run_dir / CHECKPOINT
+    if not resume and ckpt.exists():
+        raise TrainingError(f"{run_dir} already holds a run ({ckpt}); use --resume to continue "
+                            "it or --out for a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+
+
+def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
+        shuffle: str, max_iters: int | None = None, resume: bool = False,
+        plots: list[tuple[str, list[str]]] = GENERATION_PLOTS, progress: bool = True) -> int:
+    """Train `task` on `images` ([N, C, H, W] in [-1, 1]); returns the final iteration count.
+
+    `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
+    seeded and the task built (so a fresh run's initialisation depends only on the seed).
+    """
+    run_dir = Path(run_dir)
+    n = len(images)
+    per_epoch = iters_per_epoch(n, train.batch_size)
+    total = per_epoch * train.epochs if max_iters is None else min(max_iters, per_epoch * train.epochs)
+    it = 0
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        load_layer_states(task.modules(), state["modules"])
+        set_rng_state(state["rng"])
+        it = state["iteration"]
+    log = RunLog(run_dir / "log.csv", keep_until=it if resume else None)
+    bar = Progress(total, desc=run_dir.name, enabled=progress)
+    lrs: dict[str, float] = {}
+    epoch = -1
+    try:
+        while it < total:
+            if it // per_epoch != epoch:
+                epoch = it // per_epoch
+                lrs = task.set_epoch(epoch)
+                order = epoch_order(n, shuffle, seed, epoch)
+            b = it % per_epoch
+            batch = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
+            start = time.perf_counter()
+            try:
+                stats = task.step(batch)
+            except NonFiniteError as err:
+                _save_state(task, run_dir / NONFINITE_CHECKPOINT, it)
+                raise TrainingError(
+                    f"iteration {it + 1} (epoch {epoch}): {err}. Training stopped before the "
+                    f"update; the last good parameters are in {run_dir / NONFINITE_CHECKPOINT}, "
+                    f"the last regular checkpoint in {run_dir / CHECKPOINT}. Try a smaller "
+                    "langevin.step_size or learning rate.") from err
+            it += 1
+            row = {"iteration": it, "epoch": epoch, **stats, **lrs,
+                   "sec_per_iter": time.perf_counter() - start}
+            if it % train.log_every == 0 or it == total:
+                log.append(row)
+            bar.update(it, force=it == total, epoch=epoch, ebm=stats["loss_ebm"],
+                       vae=stats["loss_vae"])
+            if it % train.sample_every == 0 or it == total:
+                save_grids(run_dir / "samples" / f"iter_{it:07d}.png", task.panels())
+                log.plot(run_dir / "losses.png", plots)
+            if it % train.checkpoint_every == 0 or it == total:
+                _save_state(task, run_dir / CHECKPOINT, it)
+    finally:
+        bar.close()
+    return it
+
+
+def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
+                     resume: bool = False, images: np.ndarray | None = None,
+                     progress: bool = True) -> GenerationTask:
+    """Load the data (unless `images` is given), build the models and run Algorithm 1."""
+    from .data import load_split  # deferred: data loading pulls in file/dataset machinery
+
+    set_device(cfg.device)
+    if images is None:
+        images, _ = load_split(cfg.data.name, cfg.data.root, "train")
+    if cfg.data.limit is not None:
+        images = images[:cfg.data.limit]
+    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
+    if tuple(images.shape[1:]) != expect:
+        raise TrainingError(f"data '{cfg.data.name}' has images of shape {tuple(images.shape[1:])}, "
+                            f"but the model expects {expect} (model.channels, model.image_size)")
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, cfg, resume)
+    seed_all(cfg.seed)
+    task = GenerationTask(cfg)
+    fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
+        progress=progress)
+    return task
