@@ -158,6 +158,8 @@ def _check_ranges(cfg: Config) -> None:
     _require(lv.ref_sigma is None or lv.ref_sigma > 0, "langevin.ref_sigma", "must be > 0 or null")
     _require(lv.chunk_size is None or lv.chunk_size >= 1, "langevin.chunk_size", "must be >= 1 or null")
     _require(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1 or null")
+    _require(cfg.data.root is None or cfg.data.root.strip() != "", "data.root",
+             "must be a folder path, or null for Paddle's download")
     _require(t.gamma >= 0, "train.gamma", f"must be >= 0, got {t.gamma}")
     for key in ("lr_ebm", "lr_vae", "lr_decay_epochs"):
         _require(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")

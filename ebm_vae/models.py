@@ -83,13 +83,22 @@ class Encoder(nn.Layer):
         return self.mean(h), 0.5 * self.log_sigma(h)
 
 
-def _batch_norm(channels: int, batch_stats: bool) -> nn.BatchNorm2D:
-    """TF batch_norm defaults: no scale (gamma), eps 1e-3, decay 0.999 [CODE].
+class CenteredBatchNorm(nn.Layer):
+    """TF batch_norm defaults: center=True, scale=False (no gamma), eps 1e-3, decay 0.999 [CODE].
 
     batch_stats=True keeps using batch statistics in eval mode too (TF1 is_training=True always).
+    The offset beta is a separate parameter: Paddle's BatchNorm2D computes no bias gradient
+    when its scale is frozen (weight_attr=False).
     """
-    return nn.BatchNorm2D(channels, momentum=0.999, epsilon=1e-3, weight_attr=False,
-                          use_global_stats=False if batch_stats else None)
+
+    def __init__(self, channels: int, batch_stats: bool):
+        super().__init__()
+        self.norm = nn.BatchNorm2D(channels, momentum=0.999, epsilon=1e-3, weight_attr=False,
+                                   bias_attr=False, use_global_stats=False if batch_stats else None)
+        self.beta = self.create_parameter([channels], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.norm(x) + self.beta.reshape([1, -1, 1, 1])
 
 
 class Decoder(nn.Layer):
@@ -105,7 +114,7 @@ class Decoder(nn.Layer):
                                            layer.padding, layer.output_padding,
                                            **_conv_attrs(init_std)))
             if layer.batch_norm:
-                mods.append(_batch_norm(layer.channels, bn_batch_stats))
+                mods.append(CenteredBatchNorm(layer.channels, bn_batch_stats))
             if i == len(cfg.layers) - 1:
                 mods.append(nn.Tanh())
             else:

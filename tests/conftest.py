@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny architecture so training tests run in seconds on a CPU."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+TINY = {
+    "seed": 3,
+    "device": "cpu",
+    "data": {"name": "mnist", "root": None, "shuffle": "every_epoch"},
+    "model": {
+        "image_size": 8, "channels": 1, "latent_dim": 4,
+        "ebm": {"conv": [{"channels": 4, "kernel": 3, "stride": 2}], "out_dim": 2},
+        "encoder": {"conv": [{"channels": 4, "kernel": 3, "stride": 2}], "dropout": 0.1},
+        "decoder": {"act": "relu", "layers": [
+            {"channels": 4, "kernel": 4, "stride": 1, "padding": 0, "batch_norm": True},
+            {"channels": 1, "kernel": 4, "stride": 2, "padding": 1}]},
+    },
+    "langevin": {"steps": 2, "step_size": 0.01, "ref_sigma": 0.5, "noise": True},
+    "train": {"epochs": 3, "batch_size": 6, "num_chains": 5, "gamma": 2.0, "lr_ebm": 0.001,
+              "lr_vae": 0.001, "sample_every": 2, "checkpoint_every": 2},
+}
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    """A raw (unvalidated) config dict for 8x8 grayscale images."""
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_images() -> np.ndarray:
+    """16 smooth 8x8 images in [-1, 1] (fixed seed)."""
+    rng = np.random.default_rng(0)
+    base = np.linspace(-1, 1, 8, dtype=np.float32)
+    imgs = base[None, None, :, None] * base[None, None, None, :] * rng.uniform(0.5, 1, (16, 1, 1, 1))
+    return imgs.astype(np.float32)

@@ -1,0 +1,92 @@
+"""Langevin revision (eq. L) against a quadratic energy whose stationary law is known exactly."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+
+from ebm_vae.langevin import energy_grad, langevin
+
+
+class Quadratic(nn.Layer):
+    """f(x) = -||x - mu||^2 / (2 s^2) per sample, with mu a (trainable) parameter."""
+
+    def __init__(self, mu: float, s: float):
+        super().__init__()
+        self.mu = self.create_parameter([1], default_initializer=nn.initializer.Constant(mu))
+        self.s = s
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return -(((x - self.mu) ** 2) / (2 * self.s ** 2)).flatten(1).sum(axis=1)
+
+
+def stationary(mu: float, s: float, ref_sigma: float | None, delta: float) -> tuple[float, float]:
+    """Exact stationary mean and variance of the discretised chain (spec section 9).
+
+    Precision lam = 1/s^2 + 1/ref^2, mean mu (1/s^2)/lam; the Euler scheme x' = x - (d^2/2) lam (x - m)
+    + d U has variance 1 / (lam (1 - d^2 lam / 4)), which -> 1/lam as d -> 0.
+    """
+    lam = 1 / s ** 2 + (1 / ref_sigma ** 2 if ref_sigma else 0.0)
+    return mu / s ** 2 / lam, 1 / (lam * (1 - delta ** 2 * lam / 4))
+
+
+@pytest.mark.parametrize("ref_sigma", [2.0, None])
+def test_quadratic_energy_reaches_known_gaussian(ref_sigma):
+    paddle.seed(0)
+    mu, s, delta, n = 2.0, 1.0, 0.2, 4000
+    x0 = paddle.zeros([n // 4, 1, 2, 2])
+    x = langevin(Quadratic(mu, s), x0, steps=600, step_size=delta, ref_sigma=ref_sigma, noise=True).numpy()
+    mean, var = stationary(mu, s, ref_sigma, delta)
+    se_mean, se_var = np.sqrt(var / n), var * np.sqrt(2 / n)
+    assert abs(x.mean() - mean) < 4 * se_mean
+    assert abs(x.var() - var) < 4 * se_var
+    # the two known bugs of the Paddle ports would fail here: a missing 1/2 halves the variance,
+    # uniform [0, 1) noise shifts the mean by 1 / (delta lam)
+    assert abs(x.var() - var / 2) > 10 * se_var
+
+
+def test_noise_free_chain_is_gradient_ascent_to_the_mode():
+    mean, _ = stationary(2.0, 1.0, 2.0, 0.2)
+    x = langevin(Quadratic(2.0, 1.0), paddle.zeros([3, 1, 2, 2]), steps=800, step_size=0.2,
+                 ref_sigma=2.0, noise=False).numpy()
+    np.testing.assert_allclose(x, mean, atol=1e-4)
+
+
+def test_one_step_matches_the_equation():
+    paddle.seed(5)
+    x0 = paddle.randn([4, 1, 3, 3])
+    delta, ref, mu = 0.3, 0.7, 0.5
+    paddle.seed(11)
+    out = langevin(Quadratic(mu, 1.0), x0, steps=1, step_size=delta, ref_sigma=ref, noise=True)
+    paddle.seed(11)
+    u = paddle.randn(x0.shape).numpy()
+    x = x0.numpy()
+    grad = -(x - mu)  # d f / d x for s = 1
+    expect = x - delta ** 2 / 2 * (x / ref ** 2 - grad) + delta * u  # eq. (L)
+    np.testing.assert_allclose(out.numpy(), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_chunking_does_not_change_the_result():
+    x0 = paddle.randn([7, 1, 2, 2])
+    paddle.seed(1)
+    a = langevin(Quadratic(1.0, 1.0), x0, steps=5, step_size=0.1, chunk_size=None).numpy()
+    paddle.seed(1)
+    b = langevin(Quadratic(1.0, 1.0), x0, steps=5, step_size=0.1, chunk_size=3).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_no_gradient_reaches_the_ebm_parameters():
+    ebm = Quadratic(1.0, 1.0)
+    x0 = paddle.randn([4, 1, 2, 2])
+    x0.stop_gradient = False
+    out = langevin(ebm, x0, steps=3, step_size=0.1)
+    assert ebm.mu.grad is None
+    assert not ebm.mu.stop_gradient  # flag restored for the EBM's own update
+    assert out.stop_gradient  # the revised samples are constants
+
+
+def test_energy_grad_is_per_sample_gradient():
+    x = paddle.to_tensor(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2))
+    g = energy_grad(Quadratic(1.0, 2.0), x, chunk_size=1).numpy()
+    np.testing.assert_allclose(g, -(x.numpy() - 1.0) / 4.0, rtol=1e-6)
