@@ -96,11 +96,10 @@ class RunLog:
 
     def __init__(self, path: Path, keep_until: int | None):
         self.path = path
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []  # values as numbers, or as read back from the CSV
         if keep_until is not None and path.exists():
             with open(path, newline="") as fh:
-                self.rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)
-                             if float(r["iteration"]) <= keep_until]
+                self.rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= keep_until]
             self._rewrite()
         elif path.exists():
             path.unlink()
@@ -125,7 +124,7 @@ class RunLog:
             w.writerow(row)
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
-        pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
+        pts = [(float(r["iteration"]), float(r[key])) for r in self.rows if key in r]
         return [p[0] for p in pts], [p[1] for p in pts]
 
     def plot(self, path: Path, panels: list[tuple[str, list[str]]]) -> None:
@@ -169,8 +168,11 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     total = per_epoch * train.epochs if max_iters is None else min(max_iters, per_epoch * train.epochs)
     it = 0
     if resume:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        load_layer_states(task.modules(), state["modules"])
+        try:
+            state = load_checkpoint(run_dir / CHECKPOINT)
+            load_layer_states(task.modules(), state["modules"])
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            raise TrainingError(f"cannot resume from {run_dir / CHECKPOINT}: {err}") from err
         set_rng_state(state["rng"])
         it = state["iteration"]
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None)
