@@ -1,4 +1,4 @@
-"""Atomic checkpoints: model and optimiser states, RNG states and the iteration counter."""
+"""Atomic checkpoints: model and optimiser states and the iteration counter."""
 from __future__ import annotations
 
 import os
@@ -24,20 +24,6 @@ def _to_tensors(tree: Any) -> Any:
     if isinstance(tree, np.ndarray):
         return paddle.to_tensor(tree)
     return tree
-
-
-def rng_state() -> dict:
-    """Paddle's generator states (CPU, and CUDA where compiled in)."""
-    state = {"paddle": paddle.get_rng_state()}
-    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        state["cuda"] = paddle.get_cuda_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    paddle.set_rng_state(state["paddle"])
-    if "cuda" in state:
-        paddle.set_cuda_rng_state(state["cuda"])
 
 
 def layer_states(layers: dict[str, Any]) -> dict[str, dict]:

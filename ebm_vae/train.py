@@ -15,8 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import paddle
 
-from .checkpoint import (layer_states, load_checkpoint, load_layer_states, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import layer_states, load_checkpoint, load_layer_states, save_checkpoint
 from .config import Config, TrainConfig, dump_config
 from .images import save_grids, save_plots
 from .models import build_models
@@ -81,6 +80,13 @@ def iters_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Paddle is reseeded before every iteration (z, Langevin noise, dropout, reparameterisation)
+    from (seed, iteration), so a resumed run needs no generator state and repeats an
+    uninterrupted run exactly, on any Paddle version."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] >> 1)
+
+
 def epoch_order(n: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:
     """Data order of one epoch: fixed ('never'), one seeded permutation ('once'), or a new
     seeded permutation per epoch ('every_epoch'). Pure function of its arguments, so a resumed
@@ -140,8 +146,7 @@ GENERATION_PLOTS = [("EBM loss: mean f(revised) - mean f(data)", ["loss_ebm"]),
 
 
 def _save_state(task: Task, path: Path, iteration: int) -> None:
-    save_checkpoint(path, {"iteration": iteration, "modules": layer_states(task.modules()),
-                           "rng": rng_state()})
+    save_checkpoint(path, {"iteration": iteration, "modules": layer_states(task.modules())})
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
@@ -161,6 +166,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
 
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
     seeded and the task built (so a fresh run's initialisation depends only on the seed).
+    Checkpoints hold the modules and the iteration; the data order and the random draws of
+    each iteration are functions of (seed, epoch) and (seed, iteration).
     """
     run_dir = Path(run_dir)
     n = len(images)
@@ -173,7 +180,6 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             load_layer_states(task.modules(), state["modules"])
         except (OSError, RuntimeError, KeyError, ValueError) as err:
             raise TrainingError(f"cannot resume from {run_dir / CHECKPOINT}: {err}") from err
-        set_rng_state(state["rng"])
         it = state["iteration"]
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None)
     bar = Progress(total, desc=run_dir.name, enabled=progress)
@@ -188,6 +194,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             b = it % per_epoch
             batch = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
             start = time.perf_counter()
+            seed_all(iteration_seed(seed, it))
             try:
                 stats = task.step(batch)
             except NonFiniteError as err:
