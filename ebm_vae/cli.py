@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Callable
 
-from .config import Config, ConfigError, config_from_dict, load_raw
+from .config import ConfigError, config_from_dict, load_raw
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +23,15 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in DIR (or in --out) from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
     parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
+                        "else all cores; fewer is faster on a busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
-    """Config, run folder and resume flag from the parsed flags."""
+def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from_dict
+            ) -> tuple[Any, Path, bool]:
+    """Config, run folder and resume flag from the parsed flags; `build` validates the raw
+    mapping (tools/complete.py passes `completion_config_from_dict`)."""
     resume = args.resume is not None
     overrides = list(args.set)
     if args.data_root:
@@ -52,4 +57,4 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
             raise ConfigError("give an experiment file with -c/--config (or --resume DIR)")
         raw = load_raw(args.config, overrides)
         run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
-    return config_from_dict(raw), run_dir, resume
+    return build(raw), run_dir, resume

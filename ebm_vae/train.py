@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 import paddle
@@ -20,7 +20,7 @@ from .config import Config, TrainConfig, dump_config
 from .images import save_grids, save_plots
 from .models import build_models
 from .progress import Progress
-from .runtime import seed_all, set_device
+from .runtime import configure_runtime, seed_all
 from .teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 
 CHECKPOINT = "checkpoints/last.ckpt"
@@ -74,6 +74,16 @@ class GenerationTask:
         if self.last is None:
             return []
         return [("VAE proposals g(z)", self.last[0]), ("Langevin-revised", self.last[1])]
+
+
+class Evaluation(NamedTuple):
+    """An optional metric inside `fit`: `run()` returns {key: value} every `every` iterations and
+    at the end (those rows are always logged; other rows hold NaN, as the CSV has fixed columns),
+    plotted as one more panel of losses.png titled `title`."""
+    every: int
+    keys: list[str]
+    run: Callable[[], dict[str, float]]
+    title: str
 
 
 def iters_per_epoch(n: int, batch_size: int) -> int:
@@ -161,7 +171,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
 
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
         shuffle: str, max_iters: int | None = None, resume: bool = False,
-        plots: list[tuple[str, list[str]]] = GENERATION_PLOTS, progress: bool = True) -> int:
+        plots: list[tuple[str, list[str]]] = GENERATION_PLOTS, progress: bool = True,
+        evaluation: Evaluation | None = None) -> int:
     """Train `task` on `images` ([N, C, H, W] in [-1, 1]); returns the final iteration count.
 
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
@@ -170,6 +181,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     each iteration are functions of (seed, epoch) and (seed, iteration).
     """
     run_dir = Path(run_dir)
+    if evaluation is not None:
+        plots = plots + [(evaluation.title, evaluation.keys)]
     n = len(images)
     per_epoch = iters_per_epoch(n, train.batch_size)
     total = per_epoch * train.epochs if max_iters is None else min(max_iters, per_epoch * train.epochs)
@@ -207,7 +220,10 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             it += 1
             row = {"iteration": it, "epoch": epoch, **stats, **lrs,
                    "sec_per_iter": time.perf_counter() - start}
-            if it % train.log_every == 0 or it == total:
+            due = evaluation is not None and (it % evaluation.every == 0 or it == total)
+            if evaluation is not None:
+                row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
+            if it % train.log_every == 0 or it == total or due:
                 log.append(row)
             bar.update(it, force=it == total, epoch=epoch, ebm=stats["loss_ebm"],
                        vae=stats["loss_vae"])
@@ -223,11 +239,11 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
 
 def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
-                     progress: bool = True) -> GenerationTask:
+                     progress: bool = True, threads: int | None = None) -> GenerationTask:
     """Load the data (unless `images` is given), build the models and run Algorithm 1."""
     from .data import load_split  # deferred: data loading pulls in file/dataset machinery
 
-    set_device(cfg.device)
+    configure_runtime(cfg.device, threads)
     if images is None:
         images, _ = load_split(cfg.data.name, cfg.data.root, "train")
     if cfg.data.limit is not None:
@@ -240,6 +256,10 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     prepare_run_dir(run_dir, cfg, resume)
     seed_all(cfg.seed)
     task = GenerationTask(cfg)
+    evaluation = None
+    if cfg.eval.every > 0:  # offline quality curve (classifier-feature FID)
+        from .evaluation import training_evaluation
+        evaluation = training_evaluation(task.models, cfg, run_dir, progress)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        progress=progress)
+        progress=progress, evaluation=evaluation)
     return task

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, run_dir, resume = resolve(args)
         print(f"run folder: {run_dir}", file=sys.stderr)
-        train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress)
+        train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
+                         threads=args.threads)
     except (ConfigError, DatasetError, TrainingError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,99 @@
+"""FID / IS / PSNR math against closed forms, and the offline classifier metric."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ebm_vae.classifier import (ClassifierError, fit_classifier, load_classifier, predict,
+                                save_classifier)
+from ebm_vae.metrics import FeatureStats, feature_stats, frechet_distance, inception_score, mse_psnr
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    feats = np.random.default_rng(0).normal(size=(500, 16)) @ np.random.default_rng(1).normal(size=(16, 16))
+    s = feature_stats(feats)
+    assert abs(frechet_distance(s, s)) < 1e-6
+
+
+def test_fid_between_gaussians_matches_the_closed_form():
+    # diagonal covariances: ||mu1 - mu2||^2 + sum(a + b - 2 sqrt(a b))
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.0])
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([4.0, 1.0, 1.0])
+    expect = 5.0 + np.sum(a + b - 2 * np.sqrt(a * b))  # 5 + (1 + 1 + 0.25) = 7.25
+    got = frechet_distance(FeatureStats(mu1, np.diag(a), 0), FeatureStats(mu2, np.diag(b), 0))
+    assert got == pytest.approx(expect, abs=1e-9) and expect == pytest.approx(7.25)
+    # full covariance S and c*S: Tr(S) (1 + c - 2 sqrt(c))
+    m = np.random.default_rng(2).normal(size=(4, 4))
+    cov = m @ m.T + np.eye(4)
+    got = frechet_distance(FeatureStats(np.zeros(4), cov, 0), FeatureStats(np.zeros(4), 9 * cov, 0))
+    assert got == pytest.approx(np.trace(cov) * (1 + 9 - 2 * 3), rel=1e-6)
+
+
+def test_fid_estimated_from_samples_approaches_the_closed_form():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, size=(40000, 2))
+    y = rng.normal(1.0, 2.0, size=(40000, 2))
+    expect = 2 * 1.0 + 2 * (1 + 4 - 2 * 2)  # mean shift 1 per dim, sd 1 vs 2
+    assert frechet_distance(feature_stats(x), feature_stats(y)) == pytest.approx(expect, abs=0.1)
+
+
+def test_fid_handles_singular_covariances():
+    feats = np.random.default_rng(4).normal(size=(50, 3))
+    feats = np.concatenate([feats, feats[:, :1], np.zeros((50, 1))], axis=1)  # rank 3 of 5
+    s = feature_stats(feats)
+    value = frechet_distance(s, s)
+    assert np.isfinite(value) and abs(value) < 1e-4
+    with pytest.raises(ValueError, match="dimensions"):
+        frechet_distance(s, feature_stats(feats[:, :4]))
+
+
+def test_inception_score_of_uniform_and_of_balanced_one_hot_predictions():
+    assert inception_score(np.full((100, 7), 1 / 7)) == pytest.approx((1.0, 0.0))
+    one_hot = np.eye(5)[np.tile(np.arange(5), 20)]  # each split of 10 holds every class twice
+    mean, std = inception_score(one_hot, splits=10)
+    assert mean == pytest.approx(5.0) and std == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(one_hot[:5], splits=10)
+
+
+def test_mse_and_psnr_on_the_unit_scale():
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    assert mse_psnr(x + 0.2, x) == pytest.approx((0.01, 20.0))  # 0.1 on [0, 1] -> 20 dB
+
+
+def test_feature_stats_round_trip(tmp_path):
+    s = feature_stats(np.random.default_rng(5).normal(size=(20, 3)))
+    s.save(tmp_path / "s.npz", dataset="mnist", split="train")
+    back, meta = FeatureStats.load(tmp_path / "s.npz")
+    assert np.allclose(back.mu, s.mu) and np.allclose(back.sigma, s.sigma) and back.n == 20
+    assert meta == {"dataset": "mnist", "split": "train"}
+
+
+def _blobs(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes of 8x8 images: a bright left half or a bright right half, plus noise."""
+    y = rng.integers(0, 2, n)
+    x = np.full((n, 1, 8, 8), -1.0, np.float32)
+    for i, label in enumerate(y):
+        x[i, 0, :, 4 * label:4 * label + 4] = 1.0
+    return np.clip(x + rng.normal(0, 0.3, x.shape), -1, 1).astype(np.float32), y
+
+
+def test_classifier_learns_and_its_fid_ranks_real_above_noise(tmp_path):
+    rng = np.random.default_rng(6)
+    splits = {"train": _blobs(rng, 256), "test": _blobs(rng, 128)}
+    clf = fit_classifier("toy", splits, epochs=3, progress=False)
+    assert clf.test_accuracy > 0.95
+    real = _blobs(rng, 128)[0]
+    noise = rng.uniform(-1, 1, real.shape).astype(np.float32)
+    assert clf.fid(real, "test") < 0.2 * clf.fid(noise, "test")
+    save_classifier(tmp_path / "c.ckpt", clf)
+    back = load_classifier(tmp_path / "c.ckpt")
+    assert np.allclose(predict(back.net, real)[0], predict(clf.net, real)[0])
+    assert back.dataset == "toy" and back.image_shape == (1, 8, 8)
+    with pytest.raises(ClassifierError, match="trained on toy"):
+        back.fid(np.zeros((4, 3, 8, 8), np.float32), "test")
+
+
+def test_missing_classifier_says_how_to_train_one(tmp_path):
+    with pytest.raises(ClassifierError, match="--train-classifier"):
+        load_classifier(tmp_path / "none.ckpt")
