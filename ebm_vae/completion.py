@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import paddle
@@ -26,9 +26,9 @@ from .folders import load_folder_split, to_float
 from .langevin import frozen, langevin_step
 from .masks import MaskSource, paste
 from .models import EBM, Decoder, Encoder, conv_stack, conv_stack_size
-from .runtime import seed_all, set_device
-from .teach import TeachStats, _checked, _update, ebm_loss, make_optimizers, vae_loss
-from .train import CHECKPOINT, GENERATION_PLOTS, GenerationTask, TrainingError, fit, prepare_run_dir
+from .runtime import configure_runtime
+from .teach import TeachStats, learn
+from .train import CHECKPOINT, GENERATION_PLOTS, TeachTask, TrainingError, fit, start_run
 
 GRID_PAIRS = 16
 COMPLETION_PLOTS = GENERATION_PLOTS + [("hole L1 of revised samples ([0,1] units)", ["hole_l1"])]
@@ -124,29 +124,16 @@ def conditional_teach_step(models: ConditionalModels, opt_ebm: paddle.optimizer.
     with paddle.no_grad():
         y_hat = clamp_visible(models.decoder(z, c), c)  # step 2: y_hat = g_alpha(z, c), pasted
     y_tilde = conditional_langevin(models.ebm, y_hat, c, lv.steps, lv)  # step 3
-    _checked("revised samples (Langevin)", float(y_tilde.abs().max()))
-    loss_e, f_data, f_rev = ebm_loss(lambda v: models.ebm(v, c), y, y_tilde)
-    _checked("energy f(data)", float(f_data))
-    _checked("energy f(revised)", float(f_rev))
-    norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM")  # step 4
-    loss_v, recon, kl = vae_loss(lambda v: models.encoder(v, c), lambda v: models.decoder(v, c),
-                                 y_tilde, gamma)
-    norm_v = _update(opt_vae, loss_v, models.encoder.parameters() + models.decoder.parameters(),
-                     "VAE")  # step 5
-    stats = TeachStats(float(loss_e), float(loss_v), float(recon), float(kl), float(f_data),
-                       float(f_rev), norm_e, norm_v)
-    return stats, y_hat, y_tilde
+    return learn(models, opt_ebm, opt_vae, y, y_tilde, gamma, c), y_hat, y_tilde  # steps 4-5
 
 
-class CompletionTask(GenerationTask):
-    """Conditional Algorithm 1 on (image, mask) pairs for `fit`; shares `modules`/`set_epoch`
-    with GenerationTask. Batches are uint8 images; masks are drawn per batch."""
+class CompletionTask(TeachTask):
+    """Conditional Algorithm 1 on (image, mask) pairs for `fit`. Batches are uint8 images; masks
+    are drawn per batch."""
 
-    def __init__(self, cfg: CompletionConfig):  # pylint: disable=super-init-not-called
+    def __init__(self, cfg: CompletionConfig):
+        super().__init__(build_conditional_models(cfg.model), cfg.train)
         self.cfg = cfg
-        self.models = build_conditional_models(cfg.model)
-        t = cfg.train
-        self.opt_ebm, self.opt_vae = make_optimizers(self.models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
         self.masks = MaskSource(cfg.mask.kind, cfg.mask.size, cfg.model.image_size, cfg.mask.path)
         self.last: Optional[list[tuple[str, np.ndarray]]] = None
 
@@ -174,46 +161,33 @@ class CompletionTask(GenerationTask):
 
 def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
-                     progress: bool = True) -> CompletionTask:
+                     progress: bool = True, threads: int | None = None) -> CompletionTask:
     """Load the training split (unless uint8 `images` are given), build the models, train."""
-    set_device(cfg.device)
+    configure_runtime(cfg.device, threads)
     if images is None:
         images = load_folder_split(cfg.data.name, cfg.data.root, "train", cfg.model.image_size,
                                    cfg.data.resize)
-    if cfg.data.limit is not None:
-        images = images[:cfg.data.limit]
-    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
-    if images.dtype != np.uint8 or tuple(images.shape[1:]) != expect:
-        raise TrainingError(f"training images are {images.dtype} {tuple(images.shape[1:])}, but the "
-                            f"model expects uint8 {expect} (model.channels, model.image_size)")
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, cfg, resume)
-    seed_all(cfg.seed)
+    if images.dtype != np.uint8:
+        raise TrainingError(f"training images must be uint8, got {images.dtype}")
+    images, run_dir = start_run(cfg, images, run_dir, resume)
     task = CompletionTask(cfg)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
         plots=COMPLETION_PLOTS, progress=progress)
     return task
 
 
-def load_run(run_dir: str | Path, read_config: Callable[[Path], Any],
-             build: Callable[[Any], tuple]) -> tuple[Any, tuple]:
-    """(config, networks in eval mode) of a run folder: `read_config(config.yaml)`, then
-    `build(cfg.model)` loaded from the last checkpoint."""
+def load_completion_run(run_dir: str | Path) -> tuple[CompletionConfig, ConditionalModels]:
+    """The config and trained networks (in eval mode) of a tools/complete.py train run."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = read_config(run_dir / "config.yaml")
-    set_device(cfg.device)
-    models = build(cfg.model)
+    cfg = load_completion_config(run_dir / "config.yaml")
+    configure_runtime(cfg.device)
+    models = build_conditional_models(cfg.model)
     load_layer_states(models._asdict(), load_checkpoint(run_dir / CHECKPOINT)["modules"])
     for layer in models:
         layer.eval()
     return cfg, models
-
-
-def load_completion_run(run_dir: str | Path) -> tuple[CompletionConfig, ConditionalModels]:
-    """The config and trained networks of a tools/complete.py train run."""
-    return load_run(run_dir, load_completion_config, build_conditional_models)
 
 
 def complete(models: ConditionalModels, images: np.ndarray, masks: np.ndarray, latent_dim: int,

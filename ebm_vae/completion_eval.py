@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from .completion import complete, load_completion_run
-from .fill_baselines import harmonic_fill, load_generation_run, mean_fill, unconditional_fill
+from .fill_baselines import harmonic_fill, mean_fill, unconditional_fill
+from .sampling import load_run
 from .folders import load_folder_split, read_image, to_float
 from .image_metrics import completion_metrics
 from .images import save_grids, to_uint8
@@ -36,7 +37,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
                                                        steps, cfg.langevin)}
     if uncond_dir is not None:
         fills["unconditional model (encode-decode-revise-paste)"] = unconditional_fill(
-            *load_generation_run(uncond_dir), images, masks)
+            *load_run(uncond_dir)[:2], images, masks)
     fills["harmonic interpolation"] = harmonic_fill(images, masks)
     fills["mean of visible pixels"] = mean_fill(images, masks)
     results = {}

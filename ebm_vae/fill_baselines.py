@@ -8,18 +8,16 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import paddle
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .completion import load_run
-from .config import Config, load_config
+from .config import Config
 from .langevin import langevin
 from .masks import apply_mask, paste
-from .models import Models, build_models
+from .models import Models
 
 
 def mean_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -64,11 +62,6 @@ def harmonic_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         if hole.any() and not hole.all():
             out[i] = _harmonic(image.astype(np.float64), hole)
     return out.astype(images.dtype)
-
-
-def load_generation_run(run_dir: str | Path) -> tuple[Config, Models]:
-    """Config and trained networks of a tools/train.py run."""
-    return load_run(run_dir, load_config, build_models)
 
 
 def unconditional_fill(cfg: Config, models: Models, images: np.ndarray, masks: np.ndarray,

@@ -18,7 +18,7 @@ from .config import Config, LangevinConfig, load_config
 from .langevin import langevin
 from .models import Models, build_models
 from .progress import Progress
-from .runtime import seed_all, set_device
+from .runtime import configure_runtime, seed_all
 from .teach import revise
 from .train import CHECKPOINT
 
@@ -40,7 +40,7 @@ def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = 
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
     cfg = load_config(run_dir / "config.yaml")
-    set_device(device or cfg.device)
+    configure_runtime(device or cfg.device)
     seed_all(cfg.seed)
     models = build_models(cfg.model)
     iteration = 0

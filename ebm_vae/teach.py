@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
 
-import numpy as np
 import paddle
-import paddle.nn as nn
 
 from .config import LangevinConfig
 from .langevin import langevin
@@ -25,7 +24,7 @@ class NonFiniteError(FloatingPointError):
         self.quantity = quantity
 
 
-def ebm_loss(ebm: nn.Layer, x_data: paddle.Tensor, x_revised: paddle.Tensor
+def ebm_loss(ebm: Callable[[paddle.Tensor], paddle.Tensor], x_data: paddle.Tensor, x_revised: paddle.Tensor
              ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
     """Step 4: L_theta = mean_j f(x_tilde_j) - mean_i f(x_i). Its gradient is minus the MLE gradient
     E_data[df/dtheta] - E_model[df/dtheta], so minimising it raises f on data and lowers it on
@@ -40,7 +39,7 @@ def kl_to_standard_normal(mu: paddle.Tensor, log_sigma: paddle.Tensor) -> paddle
     return -0.5 * (1 + 2 * log_sigma - mu ** 2 - paddle.exp(2 * log_sigma)).sum(axis=1)
 
 
-def vae_loss(encoder: nn.Layer, decoder: nn.Layer, x_revised: paddle.Tensor, gamma: float
+def vae_loss(encoder: Callable, decoder: Callable, x_revised: paddle.Tensor, gamma: float
              ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
     """Step 5: mean_i [ ||g(z_i) - x_tilde_i||^2 + gamma * KL(q(z|x_tilde_i) || p(z)) ],
     z_i = mu + eps * sigma (reparameterised). x_tilde is a constant: no gradient reaches the chain
@@ -98,26 +97,36 @@ def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig)
     return x_hat, x_tilde
 
 
+def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
+          opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, x_tilde: paddle.Tensor,
+          gamma: float, c: Optional[paddle.Tensor] = None) -> TeachStats:
+    """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, then one VAE update on
+    the revised samples. With a condition `c` (image completion), every network also takes c.
+
+    Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
+    """
+    f, q, g = ((models.ebm, models.encoder, models.decoder) if c is None else
+               (lambda v: models.ebm(v, c), lambda v: models.encoder(v, c),
+                lambda z: models.decoder(z, c)))
+    _checked("revised samples (Langevin)", float(x_tilde.abs().max()))
+    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde)
+    _checked("energy f(data)", float(f_data))
+    _checked("energy f(revised)", float(f_rev))
+    norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM")  # step 4
+    loss_v, recon, kl = vae_loss(q, g, x_tilde, gamma)
+    norm_v = _update(opt_vae, loss_v, models.encoder.parameters() + models.decoder.parameters(),
+                     "VAE")  # step 5
+    return TeachStats(float(loss_e), float(loss_v), float(recon), float(kl), float(f_data),
+                      float(f_rev), norm_e, norm_v)
+
+
 def teach_step(models: Models, opt_ebm: paddle.optimizer.Optimizer,
                opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
                latent_dim: int, lv: LangevinConfig, gamma: float
                ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
-    """One iteration of Algorithm 1. Returns the stats, x_hat and x_tilde.
-
-    Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
-    """
+    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde."""
     x_hat, x_tilde = revise(models, num_chains, latent_dim, lv)
-    _checked("revised samples (Langevin)", float(x_tilde.abs().max()))
-    loss_e, f_data, f_rev = ebm_loss(models.ebm, x_data, x_tilde)
-    _checked("energy f(data)", float(f_data))
-    _checked("energy f(revised)", float(f_rev))
-    norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM")  # step 4
-    vae_params = models.encoder.parameters() + models.decoder.parameters()
-    loss_v, recon, kl = vae_loss(models.encoder, models.decoder, x_tilde, gamma)
-    norm_v = _update(opt_vae, loss_v, vae_params, "VAE")  # step 5
-    stats = TeachStats(float(loss_e), float(loss_v), float(recon), float(kl), float(f_data),
-                       float(f_rev), norm_e, norm_v)
-    return stats, x_hat, x_tilde
+    return learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma), x_hat, x_tilde
 
 
 def make_optimizers(models: Models, lr_ebm: float, lr_vae: float, beta1: float, beta2: float

@@ -39,26 +39,34 @@ class Task(Protocol):
     def panels(self) -> list[tuple[str, np.ndarray]]: ...
 
 
-class GenerationTask:
-    """Variational MCMC teaching of f_theta, q_phi, g_alpha on unconditional images."""
+class TeachTask:
+    """What every variational-MCMC-teaching task shares: the three networks, one Adam for theta
+    and one for (alpha, phi), and the per-epoch learning-rate decay [CODE]."""
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.models = build_models(cfg.model)
-        t = cfg.train
-        self.opt_ebm, self.opt_vae = make_optimizers(self.models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self, models: Any, train: TrainConfig):
+        self.models, self.train_cfg = models, train
+        self.opt_ebm, self.opt_vae = make_optimizers(models, train.lr_ebm, train.lr_vae,
+                                                     train.beta1, train.beta2)
 
     def modules(self) -> dict[str, Any]:
         return {**self.models._asdict(), "opt_ebm": self.opt_ebm, "opt_vae": self.opt_vae}
 
     def set_epoch(self, epoch: int) -> dict[str, float]:
-        t = self.cfg.train
+        t = self.train_cfg
         lrs = {"lr_ebm": decayed_lr(t.lr_ebm, epoch, t.lr_decay_rate, t.lr_decay_epochs),
                "lr_vae": decayed_lr(t.lr_vae, epoch, t.lr_decay_rate, t.lr_decay_epochs)}
         self.opt_ebm.set_lr(lrs["lr_ebm"])
         self.opt_vae.set_lr(lrs["lr_vae"])
         return lrs
+
+
+class GenerationTask(TeachTask):
+    """Variational MCMC teaching of f_theta, q_phi, g_alpha on unconditional images."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(build_models(cfg.model), cfg.train)
+        self.cfg = cfg
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
 
     def step(self, batch: np.ndarray) -> dict[str, float]:
         x = paddle.to_tensor(batch)
@@ -159,7 +167,7 @@ def _save_state(task: Task, path: Path, iteration: int) -> None:
     save_checkpoint(path, {"iteration": iteration, "modules": layer_states(task.modules())})
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool) -> None:
     """Create the run folder and write the resolved config; refuse to clobber a finished run."""
     ckpt = run_dir / CHECKPOINT
     if not resume and ckpt.exists():
@@ -167,6 +175,22 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
                             "it or --out for a new folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
+
+
+def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
+              ) -> tuple[np.ndarray, Path]:
+    """Apply `data.limit`, check the images against the model, prepare the run folder and seed
+    Paddle (so a fresh run's initialisation depends only on the seed)."""
+    if cfg.data.limit is not None:
+        images = images[:cfg.data.limit]
+    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
+    if tuple(images.shape[1:]) != expect:
+        raise TrainingError(f"data '{cfg.data.name}' has images of shape {tuple(images.shape[1:])}, "
+                            f"but the model expects {expect} (model.channels, model.image_size)")
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, cfg, resume)
+    seed_all(cfg.seed)
+    return images, run_dir
 
 
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
@@ -246,15 +270,7 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     configure_runtime(cfg.device, threads)
     if images is None:
         images, _ = load_split(cfg.data.name, cfg.data.root, "train")
-    if cfg.data.limit is not None:
-        images = images[:cfg.data.limit]
-    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
-    if tuple(images.shape[1:]) != expect:
-        raise TrainingError(f"data '{cfg.data.name}' has images of shape {tuple(images.shape[1:])}, "
-                            f"but the model expects {expect} (model.channels, model.image_size)")
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, cfg, resume)
-    seed_all(cfg.seed)
+    images, run_dir = start_run(cfg, images, run_dir, resume)
     task = GenerationTask(cfg)
     evaluation = None
     if cfg.eval.every > 0:  # offline quality curve (classifier-feature FID)

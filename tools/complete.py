@@ -28,7 +28,8 @@ def _train(args: argparse.Namespace) -> None:
     from ebm_vae.completion import train_completion
     cfg, run_dir, resume = resolve(args, completion_config_from_dict)
     print(f"run folder: {run_dir}", file=sys.stderr)
-    train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress)
+    train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
+                     threads=args.threads)
     print(f"done: {run_dir}", file=sys.stderr)
 
 
