@@ -17,6 +17,7 @@ import paddle
 
 from .checkpoint import layer_states, load_checkpoint, load_layer_states, save_checkpoint
 from .config import Config, TrainConfig, dump_config
+from .distributed import Part, broadcast_parameters, init_world, world
 from .images import save_grids, save_plots
 from .models import build_models
 from .progress import Progress
@@ -66,15 +67,20 @@ class GenerationTask(TeachTask):
     def __init__(self, cfg: Config):
         super().__init__(build_models(cfg.model), cfg.train)
         self.cfg = cfg
+        self.world = world()  # data-parallel: each worker takes its rows of batch and chains
         self.last: tuple[np.ndarray, np.ndarray] | None = None
 
     def step(self, batch: np.ndarray) -> dict[str, float]:
-        x = paddle.to_tensor(batch)
+        t = self.cfg.train
+        part = Part.of(len(batch), t.num_chains, self.world)  # the whole batch on one process
+        x = paddle.to_tensor(batch[part.data])
         stats, x_hat, x_tilde = teach_step(self.models, self.opt_ebm, self.opt_vae, x,
-                                           self.cfg.train.num_chains, self.cfg.model.latent_dim,
-                                           self.cfg.langevin, self.cfg.train.gamma)
+                                           t.num_chains, self.cfg.model.latent_dim,
+                                           self.cfg.langevin, t.gamma, part)
         # [CODE] monitor "avg.L2 dist": squared distance of the batch-mean images, per pixel.
-        l2 = float(((x_tilde.mean(axis=0) - x.mean(axis=0)) ** 2).mean())
+        mean_tilde = part.sum(x_tilde.mean(axis=0) * part.chain_share)
+        mean_x = part.sum(x.mean(axis=0) * part.data_share)
+        l2 = float(((mean_tilde - mean_x) ** 2).mean())
         self.last = (x_hat[:GRID_IMAGES].numpy(), x_tilde[:GRID_IMAGES].numpy())
         return {**asdict(stats), "l2_mean_dist": l2}
 
@@ -168,13 +174,16 @@ def _save_state(task: Task, path: Path, iteration: int) -> None:
 
 
 def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool) -> None:
-    """Create the run folder and write the resolved config; refuse to clobber a finished run."""
+    """Create the run folder and write the resolved config; refuse to clobber a finished run.
+    Data-parallel: every worker checks, worker 0 writes (atomically: the others may be reading)."""
     ckpt = run_dir / CHECKPOINT
     if not resume and ckpt.exists():
         raise TrainingError(f"{run_dir} already holds a run ({ckpt}); use --resume to continue "
                             "it or --out for a new folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    if world().rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml.tmp")
+        (run_dir / "config.yaml.tmp").replace(run_dir / "config.yaml")
 
 
 def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
@@ -202,7 +211,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
     seeded and the task built (so a fresh run's initialisation depends only on the seed).
     Checkpoints hold the modules and the iteration; the data order and the random draws of
-    each iteration are functions of (seed, epoch) and (seed, iteration).
+    each iteration are functions of (seed, epoch) and (seed, iteration). Data-parallel: every
+    worker runs this loop; worker 0 alone writes the log, grids, plots and checkpoints.
     """
     run_dir = Path(run_dir)
     if evaluation is not None:
@@ -218,8 +228,9 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
         except (OSError, RuntimeError, KeyError, ValueError) as err:
             raise TrainingError(f"cannot resume from {run_dir / CHECKPOINT}: {err}") from err
         it = state["iteration"]
-    log = RunLog(run_dir / "log.csv", keep_until=it if resume else None)
-    bar = Progress(total, desc=run_dir.name, enabled=progress)
+    main = world().rank == 0
+    log = RunLog(run_dir / "log.csv", keep_until=it if resume else None) if main else None
+    bar = Progress(total, desc=run_dir.name, enabled=progress and main)
     lrs: dict[str, float] = {}
     epoch = -1
     try:
@@ -235,7 +246,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             try:
                 stats = task.step(batch)
             except NonFiniteError as err:
-                _save_state(task, run_dir / NONFINITE_CHECKPOINT, it)
+                if main:
+                    _save_state(task, run_dir / NONFINITE_CHECKPOINT, it)
                 raise TrainingError(
                     f"iteration {it + 1} (epoch {epoch}): {err}. Training stopped before the "
                     f"update; the last good parameters are in {run_dir / NONFINITE_CHECKPOINT}, "
@@ -247,6 +259,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             due = evaluation is not None and (it % evaluation.every == 0 or it == total)
             if evaluation is not None:
                 row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
+            if not main:
+                continue
             if it % train.log_every == 0 or it == total or due:
                 log.append(row)
             bar.update(it, force=it == total, epoch=epoch, ebm=stats["loss_ebm"],
@@ -268,12 +282,21 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     from .data import load_split  # deferred: data loading pulls in file/dataset machinery
 
     configure_runtime(cfg.device, threads)
+    workers = init_world().size  # > 1 under python -m paddle.distributed.launch
     if images is None:
         images, _ = load_split(cfg.data.name, cfg.data.root, "train")
     images, run_dir = start_run(cfg, images, run_dir, resume)
+    t = cfg.train
+    smallest = min(t.batch_size, len(images) % t.batch_size or t.batch_size, t.num_chains)
+    if smallest < workers:
+        raise TrainingError(f"{workers} workers need at least {workers} images in every batch "
+                            f"and {workers} chains (train.batch_size, the last batch of an "
+                            f"epoch, train.num_chains): the smallest is {smallest}")
     task = GenerationTask(cfg)
+    if workers > 1:
+        broadcast_parameters(list(task.models))
     evaluation = None
-    if cfg.eval.every > 0:  # offline quality curve (classifier-feature FID)
+    if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
         from .evaluation import training_evaluation
         evaluation = training_evaluation(task.models, cfg, run_dir, progress)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
