@@ -64,6 +64,21 @@ def cls_fid_results(clf: TrainedClassifier, sets: dict[str, np.ndarray], referen
     return {**out, "classifier_test_accuracy": clf.test_accuracy, "note": CLS_FID_NOTE}
 
 
+def classifier_score(clf: TrainedClassifier, images: np.ndarray) -> tuple[float, float]:
+    """The Inception Score formula on the offline classifier's class probabilities (mean, std
+    over 10 splits; at most the number of classes). Like cls_fid, NOT comparable to paper IS."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from .classifier import predict
+
+    clf.check_images(images, "images")
+    feats, _ = predict(clf.net, images)
+    with paddle.no_grad():
+        probs = F.softmax(clf.net.head(paddle.to_tensor(feats.astype(np.float32))), axis=1).numpy()
+    return inception_score(probs, splits=10)
+
+
 def inception_results(net, sets: dict[str, np.ndarray], reference: Optional[FeatureStats],
                       want_fid: bool, want_is: bool, batch_size: int, progress: bool) -> dict:
     """{'fid': {set: value}, 'is': {set: [mean, std]}} for the requested metrics."""

@@ -1,0 +1,228 @@
+"""Tables 1-6 from YAML: specs load and resolve, dry run, report writer, reuse/resume, a tiny table."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ebm_vae.checkpoint import save_checkpoint
+from ebm_vae.config import ConfigError
+from ebm_vae.tables import (TABLES_DIR, Row, data_root, find_tables, load_table, parse_data_roots,
+                            plan, render_csv, render_markdown, reproduce, run_state, table_from_dict,
+                            write_report)
+from ebm_vae.train import CHECKPOINT
+
+from tests.conftest import TINY
+
+TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))
+
+
+def test_every_table_file_is_there():
+    ids = {load_table(p).id for p in TABLE_FILES}
+    assert ids == {"1", "2", "3a", "3b", "3c", "4", "5", "6"}
+
+
+@pytest.mark.parametrize("path", TABLE_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("scale", ["paper", "quick"])
+def test_every_run_of_every_table_resolves(path, scale, tmp_path):
+    spec = load_table(path)
+    runs = plan(spec, path, scale, tmp_path)
+    assert [r.spec.label for r in runs] == [r.label for r in spec.runs]
+    for run in runs:  # each run's own override wins over the table's and the scale's
+        for assignment in run.spec.set:
+            key, value = assignment.split("=", 1)
+            node = run.cfg
+            for part in key.split("."):
+                node = getattr(node, part)
+            assert node == yaml.safe_load(value)
+        assert run.run_dir.parent == tmp_path / scale
+
+
+def test_paper_values_are_only_the_recovered_one():
+    known = {(load_table(p).id, r.label): r.paper for p in TABLE_FILES for r in load_table(p).runs
+             if r.paper is not None}
+    assert known == {("1", "CIFAR-10"): 36.20}
+
+
+def test_sweeps_hold_the_paper_setting():
+    """Tables 4-6 vary one parameter around d = 200, l = 10, delta = 0.002, gamma = 2, and the
+    base-setting runs of the three tables are one shared run folder."""
+    base_dirs = set()
+    for table, label in [("4", "l=10"), ("4", "delta=0.002"), ("5", "d=200"), ("6", "gamma=2")]:
+        path = find_tables(table)[0]
+        run = next(r for r in plan(load_table(path), path, "paper", Path("x")) if r.spec.label == label)
+        c = run.cfg
+        setting = (c.model.latent_dim, c.langevin.steps, c.langevin.step_size, c.train.gamma)
+        assert setting == (200, 10, 0.002, 2.0)
+        assert c.data.name == "cifar10"
+        base_dirs.add(run.run_dir)
+    assert len(base_dirs) == 1
+
+
+def test_find_tables():
+    assert [p.stem for p in find_tables("3")] == ["table3a_reconstruction", "table3b_facade_completion",
+                                                  "table3c_paris_completion"]
+    with pytest.raises(ConfigError, match="no table '9'"):
+        find_tables("9")
+
+
+def _raw_table() -> dict:
+    return {"id": "9", "title": "t", "metric": "is", "config": "c.yaml",
+            "runs": [{"label": "a", "group": "g", "x": 1.0}],
+            "scales": {"paper": {"num_samples": 100}, "quick": {"num_samples": 100, "offline": True}}}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(metirc="is"), "metirc"),
+    (lambda r: r["runs"][0].pop("x"), "both 'group' and 'x'"),
+    (lambda r: r["runs"].append({"label": "a"}), "unique"),
+    (lambda r: r.update(metric="recon"), "offline"),
+    (lambda r: r["scales"]["quick"].update(num_samples=5), "num_samples"),
+    (lambda r: r["runs"][0].update(paper="high"), "runs.0.paper"),
+    (lambda r: r["scales"].pop("quick"), "scales.quick"),
+])
+def test_bad_table_specs_are_clear_errors(change, message):
+    raw = _raw_table()
+    table_from_dict(raw)
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        table_from_dict(raw)
+
+
+def test_data_roots(tmp_path):
+    roots, folder = parse_data_roots(["mnist=/a", str(tmp_path)])
+    assert roots == {"mnist": "/a"} and folder == str(tmp_path)
+    assert data_root("mnist", roots, folder) == "/a"
+    (tmp_path / "cifar10").mkdir()
+    assert data_root("cifar10", roots, folder) == str(tmp_path / "cifar10")
+    with pytest.raises(ConfigError, match="fashion_mnist=PATH"):
+        data_root("fashion_mnist", roots, folder)
+    assert data_root("mnist", {}, None) is None
+
+
+def test_dry_run_lists_the_runs(tmp_path):
+    from tools.reproduce import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["--table", "6", "--scale", "quick", "--dry-run", "--runs", str(tmp_path),
+                     "--data-root", "mnist=/data/mnist"]) == 0
+    text = out.getvalue()
+    for gamma in ("0.5", "1", "2", "3", "5"):
+        assert f"== run 'gamma={gamma}'" in text
+    assert text.count("[to train; target 120 iterations]") == 5
+    assert "'train.gamma=0.5'" in text and "root: /data/mnist" in text and "device: cpu" in text
+    assert "python tools/train.py -c" in text
+    assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
+def _rows() -> list[Row]:
+    return [Row("gamma=2", "train.gamma=2.0", {"revised": 3.5, "revised_std": 0.25, "proposals": 2.0},
+                None, "mnist, 120 iterations", "gamma", 2.0),
+            Row("gamma=1", "train.gamma=1.0", {"revised": 3.0, "revised_std": 0.5, "proposals": 1.5},
+                4.0, "mnist, 120 iterations", "gamma", 1.0)]
+
+
+def test_report_markdown_and_csv():
+    spec = table_from_dict(_raw_table())
+    md = render_markdown(spec, "quick", "cls_is", _rows())
+    lines = md.splitlines()
+    assert lines[0] == "# Table 9: t"
+    assert "metric `cls_is`" in lines[2] and "NOT comparable" in lines[2]
+    header = ("| run | setting | classifier IS (revised samples) | std | classifier IS (VAE proposals) "
+              "| paper (is) | protocol |")
+    assert header in lines
+    assert "| gamma=2 | train.gamma=2.0 | 3.5 | 0.25 | 2 | not recovered | mnist, 120 iterations |" in lines
+    assert "| gamma=1 | train.gamma=1.0 | 3 | 0.5 | 1.5 | 4 | mnist, 120 iterations |" in lines
+    table = list(csv.DictReader(io.StringIO(render_csv("cls_is", _rows()))))
+    assert table[0]["revised"] == "3.5" and table[0]["paper"] == "" and table[1]["paper"] == "4.0"
+    assert table[1]["x"] == "1.0" and table[1]["metric"] == "cls_is"
+
+
+def test_report_files_plot_only_sweeps(tmp_path):
+    spec = table_from_dict(_raw_table())
+    written = write_report(spec, "quick", "cls_is", _rows(), tmp_path)
+    assert sorted(p.name for p in written) == ["table9.csv", "table9.md", "table9.png"]
+    flat = [Row("MNIST", "base setting", {"revised": 3.0}, None, "p")]
+    assert [p.suffix for p in write_report(spec, "quick", "cls_is", flat, tmp_path / "b")] == [".md", ".csv"]
+
+
+def test_run_state_new_resume_done(tmp_path):
+    assert run_state(tmp_path / "missing", 10) == ("new", 0)
+    (tmp_path / "config.yaml").write_text("{}")  # interrupted before its first checkpoint
+    assert run_state(tmp_path, 10) == ("new", 0)
+    save_checkpoint(tmp_path / CHECKPOINT, {"iteration": 6, "modules": {}})
+    assert run_state(tmp_path, 10) == ("resume", 6)
+    assert run_state(tmp_path, 6) == ("done", 6)
+    assert run_state(tmp_path, 4) == ("done", 6)
+
+
+def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch):
+    """Two runs of an 8x8 sweep, reconstruction metric: trained, then reused, then resumed."""
+    import ebm_vae.data
+
+    data, roots = tmp_path / "mnist", []
+
+    def fake_split(name, root, split="train"):
+        roots.append(root)
+        images = tiny_images[:12] if split == "train" else tiny_images[12:]
+        return images, np.zeros(len(images), np.int64)
+
+    monkeypatch.setattr(ebm_vae.data, "load_split", fake_split)
+    cfg = copy.deepcopy(TINY)
+    cfg["train"].update(batch_size=4, num_chains=4)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    table = {"id": "t", "title": "tiny", "metric": "recon", "config": "tiny.yaml",
+             "runs": [{"label": f"gamma={g}", "group": "gamma", "x": g, "set": [f"train.gamma={g}"]}
+                      for g in (1.0, 2.0)],
+             "scales": {"paper": {"num_samples": 0},
+                        "quick": {"num_samples": 4, "max_iters": 2, "eval_langevin": "train"}}}
+    path = tmp_path / "tablet.yaml"
+    path.write_text(yaml.safe_dump(table))
+    args = dict(scale_name="quick", runs_root=tmp_path / "runs", results_dir=tmp_path / "results",
+                roots={"mnist": str(data)}, folder=None, threads=1, progress=False)
+    written = reproduce(path, **args)
+    assert sorted(p.name for p in written) == ["tablet.csv", "tablet.md", "tablet.png"]
+    rows = list(csv.DictReader(open(tmp_path / "results" / "tablet.csv")))
+    assert [r["run"] for r in rows] == ["gamma=1.0", "gamma=2.0"]
+    assert all(float(r["psnr_revised"]) > 0 and "2 iterations, 4 test images" in r["protocol"] for r in rows)
+    assert set(roots) == {str(data)}  # --data-root reached the data loading
+    planned = plan(load_table(path), path, "quick", tmp_path / "runs", {"mnist": str(data)})
+    run_dirs = [r.run_dir for r in planned]
+    assert [run_state(d, 2) for d in run_dirs] == [("done", 2), ("done", 2)]
+    ckpt_times = [(d / CHECKPOINT).stat().st_mtime_ns for d in run_dirs]
+    reproduce(path, **args)  # everything reused: no training
+    assert [(d / CHECKPOINT).stat().st_mtime_ns for d in run_dirs] == ckpt_times
+    table["scales"]["quick"]["max_iters"] = 3  # a longer target resumes the same folders
+    path.write_text(yaml.safe_dump(table))
+    reproduce(path, **args)
+    assert [run_state(d, 3) for d in run_dirs] == [("done", 3), ("done", 3)]
+    rows = list(csv.DictReader(open(tmp_path / "results" / "tablet.csv")))
+    assert all("3 iterations" in r["protocol"] for r in rows)
+
+
+def test_classifier_score_is_the_inception_score_of_the_classifier_softmax(tiny_images):
+    import paddle
+    import paddle.nn.functional as F
+
+    from ebm_vae.classifier import Classifier, TrainedClassifier, quantize
+    from ebm_vae.evaluation import classifier_score
+    from ebm_vae.metrics import inception_score
+
+    paddle.seed(0)
+    net = Classifier(1)
+    net.eval()
+    clf = TrainedClassifier(net, "mnist", (1, 8, 8), 0.5, {})
+    with paddle.no_grad():
+        probs = F.softmax(net(paddle.to_tensor(quantize(tiny_images))), axis=1).numpy()
+    expect = inception_score(probs, splits=10)
+    assert classifier_score(clf, tiny_images) == pytest.approx(expect, rel=1e-5)
+    assert 1.0 <= classifier_score(clf, tiny_images)[0] <= 10.0
+    with pytest.raises(FileNotFoundError, match="shape"):
+        classifier_score(clf, tiny_images[:, :, :4, :4])
