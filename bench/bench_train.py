@@ -33,22 +33,24 @@ QUICK = {"chains": 100, "batch": 100, "steps": 5, "sample_steps": 5}
 
 # ---------------------------------------------------------------- analytic FLOP count
 
-def ebm_macs(m) -> int:
-    """Multiply-adds of one EBM forward pass on one image ('SAME' convs, then the 'valid' head)."""
-    size, cin, macs = m.image_size, m.channels, 0
-    for layer in m.ebm.conv:
+def conv_stack_macs(layers, size: int, cin: int) -> tuple[int, int, int]:
+    """Multiply-adds of a 'SAME' conv stack on one image; also its output size and channels."""
+    macs = 0
+    for layer in layers:
         size = math.ceil(size / layer.stride)
         macs += size * size * layer.channels * cin * layer.kernel ** 2
         cin = layer.channels
+    return macs, size, cin
+
+
+def ebm_macs(m) -> int:
+    """Multiply-adds of one EBM forward pass on one image ('SAME' convs, then the 'valid' head)."""
+    macs, size, cin = conv_stack_macs(m.ebm.conv, m.image_size, m.channels)
     return macs + size * size * cin * m.ebm.out_dim
 
 
 def encoder_macs(m) -> int:
-    size, cin, macs = m.image_size, m.channels, 0
-    for layer in m.encoder.conv:
-        size = math.ceil(size / layer.stride)
-        macs += size * size * layer.channels * cin * layer.kernel ** 2
-        cin = layer.channels
+    macs, size, cin = conv_stack_macs(m.encoder.conv, m.image_size, m.channels)
     return macs + 2 * size * size * cin * m.latent_dim  # mean and log-sigma heads
 
 
