@@ -9,7 +9,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, List, Literal, Optional, Union
 
 import yaml
 
@@ -37,23 +37,36 @@ class ConvLayer:
 
 @dataclass(frozen=True)
 class DeconvLayer:
-    """A transposed conv layer: out = (in - 1) * stride - 2 * padding + kernel + output_padding."""
+    """A transposed conv layer: out = (in - 1) * stride - before - after + kernel + output_padding.
+
+    `padding` is one number (the same crop before and after) or a pair [before, after]. TF's
+    'SAME' transposed conv, which the released code uses, puts an odd crop after: e.g. 14 -> 28
+    with kernel 3, stride 2 is padding [0, 1], not PyTorch-style padding 1 + output_padding 1
+    (that output is one pixel off)."""
     channels: int
     kernel: int
     stride: int = 1
-    padding: int = 0
+    padding: Union[int, List[int]] = 0
     output_padding: int = 0
     batch_norm: bool = False
 
     def validate(self, key: str) -> None:
         for name in ("channels", "kernel", "stride"):
             _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
-        _require(self.padding >= 0, f"{key}.padding", "must be >= 0")
+        pad = self.padding
+        _require(isinstance(pad, int) or len(pad) == 2, f"{key}.padding",
+                 f"must be a number or a pair [before, after], got {pad!r}")
+        _require(min(self.crop) >= 0, f"{key}.padding", "must be >= 0")
         _require(0 <= self.output_padding < self.stride, f"{key}.output_padding",
                  "must be >= 0 and < stride")
 
+    @property
+    def crop(self) -> tuple[int, int]:
+        """Pixels cropped (before, after) from the full transposed-conv output."""
+        return (self.padding, self.padding) if isinstance(self.padding, int) else tuple(self.padding)
+
     def out_size(self, size: int) -> int:
-        return (size - 1) * self.stride - 2 * self.padding + self.kernel + self.output_padding
+        return (size - 1) * self.stride - sum(self.crop) + self.kernel + self.output_padding
 
 
 @dataclass(frozen=True)
@@ -217,10 +230,16 @@ def _check_architecture(m: ModelConfig) -> None:
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the type hint `tp`, building nested dataclasses."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
+    if origin is typing.Union:  # Optional[X], or one of several types (the first that fits)
+        if value is None and type(None) in args:
             return None
-        return _convert(value, next(a for a in args if a is not type(None)), key)
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                pass
+        return _convert(value, options[-1], key)
     if origin is Literal:
         _require(value in args, key, f"must be one of {list(args)}, got {value!r}")
         return value

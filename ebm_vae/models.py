@@ -110,8 +110,9 @@ class Decoder(nn.Layer):
         mods: list[nn.Layer] = []
         in_channels = latent_dim
         for i, layer in enumerate(cfg.layers):
+            before, after = layer.crop
             mods.append(nn.Conv2DTranspose(in_channels, layer.channels, layer.kernel, layer.stride,
-                                           layer.padding, layer.output_padding,
+                                           [before, after, before, after], layer.output_padding,
                                            **_conv_attrs(init_std)))
             if layer.batch_norm:
                 mods.append(CenteredBatchNorm(layer.channels, bn_batch_stats))

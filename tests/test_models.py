@@ -52,3 +52,31 @@ def test_batch_norm_mode_in_eval(batch_stats):
     full, half = decoder(z).numpy(), decoder(z[:4]).numpy()
     # batch statistics make an image depend on its batch; running statistics do not
     assert (not np.allclose(full[:4], half, atol=1e-6)) == batch_stats
+
+
+def _tf_same_pads(size_in: int, size_out: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF 'SAME' padding of the forward conv size_out -> size_in: the odd pixel goes after."""
+    total = max((size_in - 1) * stride + kernel - size_out, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_transposed_convs_align_with_tf_same(name):
+    """TF's conv2d_transpose(padding='SAME') is the adjoint of a 'SAME' conv: <conv(y), x> =
+    <y, convT(x)>. Each decoder layer must equal the gradient of that inner product in y."""
+    cfg = load_config(f"experiments/{name}.yaml").model
+    decoder = build_models(cfg).decoder
+    convs = [m for m in decoder.sublayers() if isinstance(m, paddle.nn.Conv2DTranspose)]
+    size = 1
+    for layer, conv in zip(cfg.decoder.layers, convs):
+        out = layer.out_size(size)
+        x = paddle.randn([2, conv.weight.shape[0], size, size])
+        y = paddle.randn([2, conv.weight.shape[1], out, out])
+        y.stop_gradient = False
+        before, after = _tf_same_pads(size, out, layer.kernel, layer.stride)
+        padded = paddle.nn.functional.pad(y, [before, after, before, after])
+        fwd = paddle.nn.functional.conv2d(padded, conv.weight, stride=layer.stride)
+        expected = paddle.grad((fwd * x).sum(), y)[0]
+        got = conv(x) - conv.bias.reshape([1, -1, 1, 1])
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+        size = out
