@@ -92,11 +92,12 @@ def _timed(fn) -> float:
 
 def run_paddle(spec: dict) -> dict:
     import paddle
-    from ebm_vae.config import load_config
-    from ebm_vae.langevin import langevin
-    from ebm_vae.models import build_models
-    from ebm_vae.runtime import configure_cpu, seed_all, set_device
-    from ebm_vae.teach import make_optimizers, teach_step
+
+    from ebm_vae.core.config import load_config
+    from ebm_vae.core.langevin import langevin
+    from ebm_vae.core.models import build_models
+    from ebm_vae.core.teach import make_optimizers, teach_step
+    from ebm_vae.utils.runtime import configure_cpu, seed_all, set_device
 
     set_device(spec["device"])
     applied = configure_cpu(spec["threads"], spec["onednn"]) if spec["tuned"] and spec["device"] == "cpu" else {}
@@ -137,8 +138,9 @@ def run_torch(spec: dict) -> dict:
     """The same EBM (TF 'SAME' convs + leaky ReLU + valid head) in PyTorch: Langevin step only."""
     import torch
     import torch.nn.functional as F
-    from ebm_vae.config import load_config
-    from ebm_vae.runtime import default_threads
+
+    from ebm_vae.core.config import load_config
+    from ebm_vae.utils.runtime import default_threads
 
     torch.set_num_threads(spec["threads"] or default_threads())  # as the tuned Paddle case
     ceiling = matmul_rate()
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    from ebm_vae.config import load_config
+    from ebm_vae.core.config import load_config
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     bad = [c for c in cases if c not in CASES]
     if bad:

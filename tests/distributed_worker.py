@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ebm_vae.config import config_from_dict
-from ebm_vae.distributed import world
-from ebm_vae.train import TrainingError, train_generation
+from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.utils.parallel import world
 
 
 def main(config: str, images: str, run_dir: str, max_iters: str, mode: str = "") -> None:

@@ -10,17 +10,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from ebm_vae.completion import (build_conditional_models, complete, condition,
-                                conditional_langevin, load_completion_run)
-from ebm_vae.completion_eval import FillError, evaluate, fill_file
-from ebm_vae.config import (ConfigError, LangevinConfig, completion_config_from_dict,
-                            load_completion_config)
-from ebm_vae.data import DatasetError
-from ebm_vae.fill_baselines import harmonic_fill, mean_fill
-from ebm_vae.folders import load_folder_split
-from ebm_vae.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
-from ebm_vae.masks import (MaskError, MaskSource, center_masks, load_mask, random_square_masks,
-                           resize_mask)
+from ebm_vae.completion.baselines import harmonic_fill, mean_fill
+from ebm_vae.completion.config import completion_config_from_dict, load_completion_config
+from ebm_vae.completion.evaluate import FillError, evaluate, fill_file
+from ebm_vae.completion.masks import (MaskError, MaskSource, center_masks, load_mask,
+                                      random_square_masks, resize_mask)
+from ebm_vae.completion.model import (build_conditional_models, complete, condition,
+                                      conditional_langevin, load_completion_run)
+from ebm_vae.core.config import ConfigError, LangevinConfig
+from ebm_vae.data.datasets import DatasetError
+from ebm_vae.data.folders import load_folder_split
+from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
 from tools import complete as complete_tool
 
 SIZE = 16
@@ -335,8 +335,8 @@ def test_train_needs_data_root(tmp_path):
 
 
 def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_path):
-    from ebm_vae.config import config_from_dict
-    from ebm_vae.train import train_generation
+    from ebm_vae.core.config import config_from_dict
+    from ebm_vae.core.train import train_generation
     from tests.conftest import TINY
     _, run = trained_run
     raw = {**TINY, "model": {**TINY["model"], "image_size": SIZE, "channels": 3, "decoder": {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ebm_vae.config import ConfigError, config_from_dict, dump_config, load_config
+from ebm_vae.core.config import ConfigError, config_from_dict, dump_config, load_config
 
 
 def test_experiment_files_load():

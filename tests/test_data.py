@@ -1,4 +1,4 @@
-"""Tests for ebm_vae.data on small generated files (no network, no real data)."""
+"""Tests for ebm_vae.data.datasets on small generated files (no network, no real data)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ebm_vae import data
-from ebm_vae.data import DatasetError, load_split, read_idx
+from ebm_vae.data import datasets as data
+from ebm_vae.data.datasets import DatasetError, load_split, read_idx
 
 RNG = np.random.default_rng(0)
 CLASSES = ("airplane", "bird", "cat")

@@ -13,10 +13,10 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae.checkpoint import load_checkpoint
-from ebm_vae.config import config_from_dict
-from ebm_vae.distributed import Part, World, shard
-from ebm_vae.train import CHECKPOINT, train_generation
+from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
+from ebm_vae.core.train import train_generation
+from ebm_vae.utils.parallel import Part, World, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"

@@ -8,9 +8,9 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae import inception
-from ebm_vae.inception import (InceptionWeightsError, convert_file,
-                               convert_state_dict, expected_shapes, load_inception, preprocess)
+from ebm_vae.eval import inception
+from ebm_vae.eval.inception import (InceptionWeightsError, convert_file, convert_state_dict,
+                                    expected_shapes, load_inception, preprocess)
 
 
 def test_preprocess_maps_grey_images_to_299_rgb_in_minus_one_one():

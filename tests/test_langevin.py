@@ -6,7 +6,7 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from ebm_vae.langevin import energy_grad, langevin
+from ebm_vae.core.langevin import energy_grad, langevin
 
 
 class Quadratic(nn.Layer):
@@ -22,7 +22,7 @@ class Quadratic(nn.Layer):
 
 
 def stationary(mu: float, s: float, ref_sigma: float | None, delta: float) -> tuple[float, float]:
-    """Exact stationary mean and variance of the discretised chain (spec section 9).
+    """Exact stationary mean and variance of the discretised chain (docs/method.md §2).
 
     Precision lam = 1/s^2 + 1/ref^2, mean mu (1/s^2)/lam; the Euler scheme x' = x - (d^2/2) lam (x - m)
     + d U has variance 1 / (lam (1 - d^2 lam / 4)), which -> 1/lam as d -> 0.

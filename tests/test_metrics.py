@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ebm_vae.classifier import (ClassifierError, fit_classifier, load_classifier, predict,
-                                save_classifier)
-from ebm_vae.metrics import FeatureStats, feature_stats, frechet_distance, inception_score, mse_psnr
+from ebm_vae.eval.classifier import (ClassifierError, fit_classifier, load_classifier, predict,
+                                     save_classifier)
+from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
+                                  mse_psnr)
 
 
 def test_fid_of_a_set_with_itself_is_zero():

@@ -5,8 +5,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae.config import load_config
-from ebm_vae.models import build_models
+from ebm_vae.core.config import load_config
+from ebm_vae.core.models import build_models
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ebm_vae.checkpoint import save_checkpoint
-from ebm_vae.config import ConfigError
-from ebm_vae.tables import (TABLES_DIR, Row, data_root, find_tables, load_table, parse_data_roots,
-                            plan, render_csv, render_markdown, reproduce, run_state, table_from_dict,
-                            write_report)
-from ebm_vae.train import CHECKPOINT
-
+from ebm_vae.core.config import ConfigError
+from ebm_vae.core.runs import CHECKPOINT, save_checkpoint
+from ebm_vae.reproduce.tables import (TABLES_DIR, Row, data_root, find_tables, load_table,
+                                      parse_data_roots, plan, render_csv, render_markdown,
+                                      reproduce, run_state, table_from_dict, write_report)
 from tests.conftest import TINY
 
 TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))
@@ -165,7 +163,7 @@ def test_run_state_new_resume_done(tmp_path):
 
 def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch):
     """Two runs of an 8x8 sweep, reconstruction metric: trained, then reused, then resumed."""
-    import ebm_vae.data
+    import ebm_vae.data.datasets
 
     data, roots = tmp_path / "mnist", []
 
@@ -174,7 +172,7 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
         images = tiny_images[:12] if split == "train" else tiny_images[12:]
         return images, np.zeros(len(images), np.int64)
 
-    monkeypatch.setattr(ebm_vae.data, "load_split", fake_split)
+    monkeypatch.setattr(ebm_vae.data.datasets, "load_split", fake_split)
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(batch_size=4, num_chains=4)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
@@ -211,9 +209,9 @@ def test_classifier_score_is_the_inception_score_of_the_classifier_softmax(tiny_
     import paddle
     import paddle.nn.functional as F
 
-    from ebm_vae.classifier import Classifier, TrainedClassifier, quantize
-    from ebm_vae.evaluation import classifier_score
-    from ebm_vae.metrics import inception_score
+    from ebm_vae.eval.classifier import Classifier, TrainedClassifier, quantize
+    from ebm_vae.eval.evaluate import classifier_score
+    from ebm_vae.eval.metrics import inception_score
 
     paddle.seed(0)
     net = Classifier(1)

@@ -14,13 +14,13 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae.checkpoint import layer_states, load_checkpoint, save_checkpoint
-from ebm_vae.classifier import fit_classifier, save_classifier
-from ebm_vae.config import config_from_dict, dump_config
-from ebm_vae.langevin import langevin
-from ebm_vae.models import build_models
-from ebm_vae.sampling import (ancestral_sample, interpolate, load_run, reconstruct, with_steps)
-from ebm_vae.train import CHECKPOINT, train_generation
+from ebm_vae.core.config import config_from_dict, dump_config
+from ebm_vae.core.langevin import langevin
+from ebm_vae.core.models import build_models
+from ebm_vae.core.runs import CHECKPOINT, layer_states, load_checkpoint, load_run, save_checkpoint
+from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
+from ebm_vae.core.train import train_generation
+from ebm_vae.eval.classifier import fit_classifier, save_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -185,7 +185,7 @@ def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist
     import yaml
     raw = yaml.safe_load(cfg_path.read_text())
     splits = {}
-    from ebm_vae.data import load_split
+    from ebm_vae.data.datasets import load_split
     for s in ("train", "test"):
         splits[s] = load_split("mnist", raw["data"]["root"], s)
     save_classifier(tmp_path / "clf.ckpt", fit_classifier("mnist", splits, 1, progress=False))

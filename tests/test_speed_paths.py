@@ -1,4 +1,4 @@
-"""The CPU speed settings (ebm_vae.runtime.configure_cpu) and the benchmark's FLOP count.
+"""The CPU speed settings (ebm_vae.utils.runtime.configure_cpu) and the benchmark's FLOP count.
 
 Settings are process-wide, so each runtime case runs in its own Python process.
 """
@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 LANGEVIN_SCRIPT = r"""
 import json, os, sys
 import paddle
-import ebm_vae, ebm_vae.config, ebm_vae.langevin, ebm_vae.models, ebm_vae.runtime, ebm_vae.teach
-from ebm_vae.config import ConvLayer, EBMConfig
-from ebm_vae.langevin import langevin
-from ebm_vae.models import EBM
+import ebm_vae, ebm_vae.core.config, ebm_vae.core.langevin, ebm_vae.core.models, ebm_vae.utils.runtime, ebm_vae.core.teach
+from ebm_vae.core.config import ConvLayer, EBMConfig
+from ebm_vae.core.langevin import langevin
+from ebm_vae.core.models import EBM
 before = {"mkl": os.environ.get("MKL_DEBUG_CPU_TYPE"), "onednn": paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]}
-applied = ebm_vae.runtime.configure_cpu(**json.loads(sys.argv[1])) if sys.argv[1] != "none" else {}
+applied = ebm_vae.utils.runtime.configure_cpu(**json.loads(sys.argv[1])) if sys.argv[1] != "none" else {}
 paddle.seed(3)
 ebm = EBM(EBMConfig([ConvLayer(8, 5, 2), ConvLayer(16, 3, 1)], out_dim=3), 2, 9, 0.05, 0.2)
 x = paddle.uniform([6, 2, 9, 9], min=-1.0, max=1.0)
@@ -67,7 +67,7 @@ def test_tuned_langevin_matches_default(default_run, settings):
 
 
 def test_configure_cpu_rejects_bad_threads():
-    from ebm_vae.runtime import configure_cpu
+    from ebm_vae.utils.runtime import configure_cpu
     with pytest.raises(ValueError, match="threads"):
         configure_cpu(threads=0)
 
@@ -80,7 +80,7 @@ def _bench():
 
 
 def test_bench_flop_count_known_answer():
-    from ebm_vae.config import load_config
+    from ebm_vae.core.config import load_config
     bench = _bench()
     m = load_config(ROOT / "experiments" / "mnist.yaml", []).model
     # 14*14*64*1*25 + 7*7*128*64*9 + 7*7*256*128*9 + head 7*7*256*100

@@ -6,10 +6,10 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from ebm_vae.config import config_from_dict
-from ebm_vae.models import build_models
-from ebm_vae.teach import (NonFiniteError, decayed_lr, ebm_loss, kl_to_standard_normal,
-                           make_optimizers, teach_step, vae_loss)
+from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.models import build_models
+from ebm_vae.core.teach import (NonFiniteError, decayed_lr, ebm_loss, kl_to_standard_normal,
+                                make_optimizers, teach_step, vae_loss)
 
 
 class LinearEnergy(nn.Layer):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ebm_vae.checkpoint import load_checkpoint
-from ebm_vae.config import config_from_dict
-from ebm_vae.train import CHECKPOINT, TrainingError, train_generation
+from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
+from ebm_vae.core.train import TrainingError, train_generation
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,15 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.cli import add_train_args, resolve
-from ebm_vae.config import ConfigError, completion_config_from_dict
-from ebm_vae.data import DatasetError
-from ebm_vae.masks import MaskError
-from ebm_vae.train import TrainingError
+from ebm_vae.completion.config import completion_config_from_dict
+from ebm_vae.completion.masks import MaskError
+from ebm_vae.core.config import ConfigError
+from ebm_vae.core.train import TrainingError
+from ebm_vae.data.datasets import DatasetError
+from ebm_vae.utils.cli import add_train_args, resolve
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ebm_vae.completion import train_completion
+    from ebm_vae.completion.model import train_completion
     cfg, run_dir, resume = resolve(args, completion_config_from_dict)
     print(f"run folder: {run_dir}", file=sys.stderr)
     train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
@@ -34,7 +35,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from ebm_vae.completion_eval import evaluate
+    from ebm_vae.completion.evaluate import evaluate
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps)
@@ -48,7 +49,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _fill(args: argparse.Namespace) -> None:
-    from ebm_vae.completion_eval import fill_file
+    from ebm_vae.completion.evaluate import fill_file
     fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps)
     print(f"written {args.out}")
 

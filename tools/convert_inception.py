@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert the FID Inception weights of pytorch-fid into a Paddle `.pdparams` for ebm_vae.inception.
+"""Convert the FID Inception weights of pytorch-fid into a Paddle `.pdparams` for ebm_vae.eval.inception.
 
 Input: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a torch state dict; reading it needs
 torch), or the same state dict saved as an .npz of numpy arrays keyed by the pytorch-fid parameter
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .pdparams")
     args = parser.parse_args(argv)
 
-    from ebm_vae.inception import InceptionWeightsError, convert_file
+    from ebm_vae.eval.inception import InceptionWeightsError, convert_file
 
     try:
         count = convert_file(args.src, args.dst)

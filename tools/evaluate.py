@@ -101,10 +101,10 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ebm_vae.classifier import ClassifierError
-    from ebm_vae.config import ConfigError
-    from ebm_vae.data import DatasetError
-    from ebm_vae.inception import InceptionWeightsError
+    from ebm_vae.core.config import ConfigError
+    from ebm_vae.data.datasets import DatasetError
+    from ebm_vae.eval.classifier import ClassifierError
+    from ebm_vae.eval.inception import InceptionWeightsError
 
     try:
         return run(args)
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ebm_vae.runtime import seed_all, set_device
-    from ebm_vae.sampling import load_run
+    from ebm_vae.core.runs import load_run
+    from ebm_vae.utils.runtime import seed_all, set_device
 
     loaded = load_run(args.ckpt, untrained=args.untrained, device=args.device) if args.ckpt else None
     if loaded is None:
@@ -172,12 +172,12 @@ def default_json(args: argparse.Namespace, source: str) -> Path:
 
 def check_prerequisites(args, metrics: list[str], dataset: str, root, cfg) -> dict:
     """Load what the metrics need (weights, statistics, classifier, test split) or fail clearly."""
-    from ebm_vae.evaluation import classifier_path, default_inception_stats
-    from ebm_vae.metrics import FeatureStats
+    from ebm_vae.eval.evaluate import classifier_path, default_inception_stats
+    from ebm_vae.eval.metrics import FeatureStats
 
     prereq: dict = {}
     if "fid" in metrics or "is" in metrics:
-        from ebm_vae.inception import load_inception
+        from ebm_vae.eval.inception import load_inception
 
         prereq["inception"] = load_inception(args.inception or (cfg.eval.inception if cfg else None))
     if "fid" in metrics:
@@ -190,7 +190,7 @@ def check_prerequisites(args, metrics: list[str], dataset: str, root, cfg) -> di
         prereq["fid_stats"], prereq["fid_stats_meta"] = FeatureStats.load(path)
         prereq["fid_stats_path"] = str(path)
     if "cls_fid" in metrics:
-        from ebm_vae.classifier import load_classifier
+        from ebm_vae.eval.classifier import load_classifier
 
         path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
         prereq["classifier"] = load_classifier(path)
@@ -199,7 +199,7 @@ def check_prerequisites(args, metrics: list[str], dataset: str, root, cfg) -> di
             raise UsageError(f"classifier {path} was trained on {prereq['classifier'].dataset}, "
                              f"not {dataset}")
     if "recon" in metrics:
-        from ebm_vae.data import load_split
+        from ebm_vae.data.datasets import load_split
 
         images, _ = load_split(dataset, root, "test")
         prereq["test_images"] = images[:args.recon_n] if args.recon_n else images
@@ -220,10 +220,10 @@ def image_sets(args, metrics: list[str], loaded, dataset: str, root, steps, prog
             sets = {k: f[k][:args.n] for k in ("proposals", "images") if k in f}
         return source, sets
     if args.real:
-        from ebm_vae.data import load_split
+        from ebm_vae.data.datasets import load_split
 
         return source, {source: load_split(dataset, root, args.real)[0][:args.n]}
-    from ebm_vae.sampling import ancestral_sample, with_steps
+    from ebm_vae.core.sampling import ancestral_sample, with_steps
 
     cfg = loaded.cfg
     pair = ancestral_sample(loaded.models, args.n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
@@ -233,7 +233,7 @@ def image_sets(args, metrics: list[str], loaded, dataset: str, root, steps, prog
 
 def compute(args, metrics: list[str], prereq: dict, sets: dict, loaded, protocol: dict,
             progress: bool) -> dict:
-    from ebm_vae.evaluation import cls_fid_results, inception_results
+    from ebm_vae.eval.evaluate import cls_fid_results, inception_results
 
     results: dict = {}
     if "fid" in metrics or "is" in metrics:
@@ -252,9 +252,10 @@ def compute(args, metrics: list[str], prereq: dict, sets: dict, loaded, protocol
 
 
 def reconstruct(args, images: np.ndarray, loaded, protocol: dict, progress: bool) -> dict:
-    from ebm_vae.evaluation import recon_results
-    from ebm_vae.images import save_grids
-    from ebm_vae.sampling import reconstruct as recon, with_steps
+    from ebm_vae.core.sampling import reconstruct as recon
+    from ebm_vae.core.sampling import with_steps
+    from ebm_vae.eval.evaluate import recon_results
+    from ebm_vae.utils.images import save_grids
 
     cfg = loaded.cfg
     steps = protocol["langevin_steps"] if protocol["langevin_steps"] is not None else cfg.sample.steps
@@ -270,7 +271,7 @@ def reconstruct(args, images: np.ndarray, loaded, protocol: dict, progress: bool
 
 
 def train_classifier(args, dataset: str, root, progress: bool) -> int:
-    from ebm_vae.evaluation import classifier_path, train_and_save_classifier
+    from ebm_vae.eval.evaluate import classifier_path, train_and_save_classifier
 
     path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
     if args.epochs < 1:
@@ -281,10 +282,10 @@ def train_classifier(args, dataset: str, root, progress: bool) -> int:
 
 
 def write_stats(args, dataset: str, root, cfg, progress: bool) -> int:
-    from ebm_vae.data import load_split
-    from ebm_vae.evaluation import default_inception_stats
-    from ebm_vae.inception import inception_outputs, load_inception
-    from ebm_vae.metrics import feature_stats
+    from ebm_vae.data.datasets import load_split
+    from ebm_vae.eval.evaluate import default_inception_stats
+    from ebm_vae.eval.inception import inception_outputs, load_inception
+    from ebm_vae.eval.metrics import feature_stats
 
     net = load_inception(args.inception or (cfg.eval.inception if cfg else None))
     images, _ = load_split(dataset, root, args.reference)

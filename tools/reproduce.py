@@ -48,11 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ebm_vae.classifier import ClassifierError
-    from ebm_vae.config import ConfigError
-    from ebm_vae.data import DatasetError
-    from ebm_vae.tables import describe, find_tables, load_table, parse_data_roots, plan, reproduce
-    from ebm_vae.train import TrainingError
+    from ebm_vae.core.config import ConfigError
+    from ebm_vae.core.train import TrainingError
+    from ebm_vae.data.datasets import DatasetError
+    from ebm_vae.eval.classifier import ClassifierError
+    from ebm_vae.reproduce.tables import (describe, find_tables, load_table, parse_data_roots, plan,
+                                          reproduce)
 
     try:
         roots, folder = parse_data_roots(args.data_root)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 for run in runs:
                     print(describe(run))
             return 0
-        from ebm_vae.runtime import configure_runtime
+        from ebm_vae.utils.runtime import configure_runtime
 
         configure_runtime(device, args.threads)  # before any Paddle computation
         for path in paths:

@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from ebm_vae.config import ConfigError
-    from ebm_vae.images import save_grids
-    from ebm_vae.runtime import seed_all
-    from ebm_vae.sampling import ancestral_sample, interpolate, load_run, with_steps
+    from ebm_vae.core.config import ConfigError
+    from ebm_vae.core.runs import load_run
+    from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
+    from ebm_vae.utils.images import save_grids
+    from ebm_vae.utils.runtime import seed_all
 
     try:
         if args.n < 1 or args.pairs < 1 or args.points < 2:

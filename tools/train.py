@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ebm_vae.cli import add_train_args, resolve
-from ebm_vae.config import ConfigError
-from ebm_vae.data import DatasetError
-from ebm_vae.train import TrainingError, train_generation
+from ebm_vae.core.config import ConfigError
+from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.data.datasets import DatasetError
+from ebm_vae.utils.cli import add_train_args, resolve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,11 @@ from typing import Optional
 
 import numpy as np
 
-from .classifier import (ClassifierError, TrainedClassifier, fit_classifier, load_classifier,
-                         save_classifier)
-from .config import Config
-from .metrics import FeatureStats, feature_stats, frechet_distance, inception_score, mse_psnr
+from ebm_vae.core.config import Config
+from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, fit_classifier,
+                                     load_classifier, save_classifier)
+from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
+                                  mse_psnr)
 
 CLASSIFIER_FILE = "classifier.ckpt"
 CLS_FID_NOTE = ("classifier-feature FID (a small CNN trained on the dataset's labels): compares "
@@ -39,7 +40,7 @@ def train_and_save_classifier(path: Path, dataset: str, root: Optional[str], epo
                               seed: int = 0, progress: bool = True) -> TrainedClassifier:
     """Train the offline-metric classifier on a dataset's train split (accuracy and statistics
     on both splits) and cache it at `path`."""
-    from .data import load_split
+    from ebm_vae.data.datasets import load_split
 
     splits = {s: load_split(dataset, root, s) for s in ("train", "test")}
     clf = fit_classifier(dataset, splits, epochs, seed, progress)
@@ -70,7 +71,7 @@ def classifier_score(clf: TrainedClassifier, images: np.ndarray) -> tuple[float,
     import paddle
     import paddle.nn.functional as F
 
-    from .classifier import predict
+    from ebm_vae.eval.classifier import predict
 
     clf.check_images(images, "images")
     feats, _ = predict(clf.net, images)
@@ -82,7 +83,7 @@ def classifier_score(clf: TrainedClassifier, images: np.ndarray) -> tuple[float,
 def inception_results(net, sets: dict[str, np.ndarray], reference: Optional[FeatureStats],
                       want_fid: bool, want_is: bool, batch_size: int, progress: bool) -> dict:
     """{'fid': {set: value}, 'is': {set: [mean, std]}} for the requested metrics."""
-    from .inception import inception_outputs
+    from ebm_vae.eval.inception import inception_outputs
 
     fid: dict = {"note": FID_NOTE}
     iscore: dict = {"note": IS_NOTE, "splits": 10}
@@ -109,9 +110,9 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
     proposals and revised samples (training Langevin steps), drawn from the same z each time."""
     import paddle
 
-    from .runtime import seed_all
-    from .sampling import ancestral_sample
-    from .train import Evaluation
+    from ebm_vae.core.sampling import ancestral_sample
+    from ebm_vae.core.train import Evaluation
+    from ebm_vae.utils.runtime import seed_all
 
     ev = cfg.eval
     clf = ensure_classifier(classifier_path(run_dir, ev.classifier), cfg.data.name, cfg.data.root,

@@ -8,16 +8,15 @@
 """
 from __future__ import annotations
 
-
 import numpy as np
 import paddle
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .config import Config
-from .langevin import langevin
-from .masks import apply_mask, paste
-from .models import Models
+from ebm_vae.completion.masks import apply_mask, paste
+from ebm_vae.core.config import Config
+from ebm_vae.core.langevin import langevin
+from ebm_vae.core.models import Models
 
 
 def mean_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:

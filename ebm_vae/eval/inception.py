@@ -24,6 +24,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ebm_vae.errors import UserError
+
 WEIGHTS_ENV = "EBM_VAE_INCEPTION"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
@@ -32,7 +34,7 @@ POOL3_DIM = 2048
 NUM_LOGITS = 1008
 
 
-class InceptionWeightsError(FileNotFoundError):
+class InceptionWeightsError(UserError, FileNotFoundError):
     """No (valid) Inception weights file: the message says how to get one."""
 
 
@@ -257,7 +259,7 @@ def load_inception(path: Optional[str] = None) -> FIDInceptionV3:
 def inception_outputs(net: FIDInceptionV3, images: np.ndarray, batch_size: int = 50,
                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """pool3 features [N, 2048] (float64) and softmax class probabilities [N, 1008] of images."""
-    from .progress import Progress
+    from ebm_vae.utils.progress import Progress
 
     feats, probs = [], []
     bar = Progress(len(images), desc="inception", enabled=progress)

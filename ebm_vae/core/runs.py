@@ -1,13 +1,21 @@
-"""Atomic checkpoints: model and optimiser states and the iteration counter."""
+"""Run folders: their file names, atomic checkpoints (model and optimiser states and the
+iteration counter) and loading a trained run."""
 from __future__ import annotations
 
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import paddle
+
+from ebm_vae.core.config import Config, load_config
+from ebm_vae.core.models import Models, build_models
+from ebm_vae.utils.runtime import configure_runtime, seed_all
+
+CHECKPOINT = "checkpoints/last.ckpt"
+NONFINITE_CHECKPOINT = "checkpoints/nonfinite.ckpt"
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -59,3 +67,33 @@ def load_checkpoint(path: str | Path) -> dict:
             return pickle.load(fh)
     except (pickle.UnpicklingError, EOFError, AttributeError) as err:
         raise RuntimeError(f"checkpoint {path} is corrupt or incomplete: {err}") from err
+
+
+class Run(NamedTuple):
+    cfg: Config
+    models: Models
+    iteration: int  # 0 for an untrained model
+
+
+def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None) -> Run:
+    """Models of a run folder (config.yaml + checkpoints/last.ckpt), in eval mode, on `device`
+    (default: the config's).
+
+    `untrained=True` builds the run's architecture at its seeded initialisation instead (a
+    reference point for metrics: what training starts from).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
+    cfg = load_config(run_dir / "config.yaml")
+    configure_runtime(device or cfg.device)
+    seed_all(cfg.seed)
+    models = build_models(cfg.model)
+    iteration = 0
+    if not untrained:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        load_layer_states(models._asdict(), state["modules"])
+        iteration = state["iteration"]
+    for layer in models:
+        layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
+    return Run(cfg, models, iteration)

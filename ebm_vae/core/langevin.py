@@ -1,4 +1,4 @@
-"""Langevin revision of samples under the EBM (spec section 2, eq. L).
+"""Langevin revision of samples under the EBM (docs/method.md §2, eq. L).
 
     x_{t+1} = x_t - (delta^2 / 2) * (x_t / sigma_ref^2 - df(x_t)/dx) + delta * U_t,   U_t ~ N(0, I)
 

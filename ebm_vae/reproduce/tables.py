@@ -3,8 +3,8 @@
 A table file (experiments/tables/*.yaml) names a base experiment config, overrides for the whole
 table, for each scale (`paper`: the paper's protocol, for a GPU; `quick`: a CPU-sized version) and
 for each run, the metric, and the paper's value per run where it is known (null where not: the
-paper's tables were not recovered, spec section 4). Specs are validated by the same machinery as
-experiment configs (`ebm_vae.config._build`, `ConfigError`), and every run's merged config is
+paper's tables were not recovered, docs/method.md §4). Specs are validated by the same machinery as
+experiment configs (`ebm_vae.core.config._build`, `ConfigError`), and every run's merged config is
 validated when the table is planned.
 
 Run folders are named by a hash of the resolved config (data root and device left out), so runs
@@ -25,10 +25,10 @@ from typing import Any, List, Literal, Optional
 
 import yaml
 
-from .config import (ConfigError, _build, completion_config_from_dict, config_from_dict, load_raw,
-                     to_dict)
+from ebm_vae.completion.config import completion_config_from_dict
+from ebm_vae.core.config import ConfigError, _build, config_from_dict, load_raw, to_dict
 
-TABLES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "tables"
+TABLES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "tables"
 # training images per dataset, for the length of a full schedule (cmp_facade: the pix2pix split)
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000,
                "cmp_facade": 400, "paris_street_view": 14900}
@@ -242,8 +242,7 @@ def plan(spec: TableSpec, table_path: Path, scale_name: str, runs_root: Path,
 def run_state(run_dir: Path, target: int) -> tuple[Literal["new", "resume", "done"], int]:
     """What a run folder needs: ('new', 0) without a checkpoint, ('resume', it) below `target`,
     ('done', it) at or past it."""
-    from .checkpoint import load_checkpoint
-    from .train import CHECKPOINT
+    from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
 
     ckpt = run_dir / CHECKPOINT
     if not ckpt.is_file():
@@ -277,11 +276,11 @@ def train_run(run: PlannedRun, threads: Optional[int], progress: bool = True) ->
     if state == "done":
         return it
     if hasattr(run.cfg, "mask"):
-        from .completion import train_completion
+        from ebm_vae.completion.model import train_completion
 
         train_completion(run.cfg, run.run_dir, run.target, resume=state == "resume", progress=progress)
     else:
-        from .train import train_generation
+        from ebm_vae.core.train import train_generation
 
         train_generation(run.cfg, run.run_dir, run.target, resume=state == "resume",
                          progress=progress, threads=threads)
@@ -329,12 +328,13 @@ def evaluate_run(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int,
 
 def _measure(run: PlannedRun, metric: str, scale: ScaleSpec, prereq: dict, progress: bool
              ) -> dict[str, float]:
-    from .runtime import seed_all
-    from .sampling import ancestral_sample, load_run, reconstruct, with_steps
+    from ebm_vae.core.runs import load_run
+    from ebm_vae.core.sampling import ancestral_sample, reconstruct, with_steps
+    from ebm_vae.utils.runtime import seed_all
 
     steps = eval_steps(run.cfg, scale)
     if metric == "completion":
-        from .completion_eval import evaluate
+        from ebm_vae.completion.evaluate import evaluate
 
         report = evaluate(run.run_dir, run.run_dir / "eval_table", run.cfg.data.root, None,
                           scale.num_samples or None, run.cfg.seed, steps)
@@ -346,8 +346,8 @@ def _measure(run: PlannedRun, metric: str, scale: ScaleSpec, prereq: dict, progr
     seed_all(run.cfg.seed)
     lv = with_steps(run.cfg.langevin, steps)
     if metric == "recon":
-        from .data import load_split
-        from .evaluation import recon_results
+        from ebm_vae.data.datasets import load_split
+        from ebm_vae.eval.evaluate import recon_results
 
         images = load_split(run.cfg.data.name, run.cfg.data.root, "test")[0][:scale.num_samples or None]
         pair = reconstruct(loaded.models, images, lv, batch_size=run.cfg.train.num_chains,
@@ -362,12 +362,12 @@ def _measure(run: PlannedRun, metric: str, scale: ScaleSpec, prereq: dict, progr
         clf = prereq["classifier"][run.cfg.data.name]
         return {k: clf.fid(v, "train") for k, v in sets.items()}
     if metric == "cls_is":
-        from .evaluation import classifier_score
+        from ebm_vae.eval.evaluate import classifier_score
 
         clf = prereq["classifier"][run.cfg.data.name]
         (mean, std), (prop, _) = classifier_score(clf, pair.revised), classifier_score(clf, pair.proposals)
         return {"revised": mean, "revised_std": std, "proposals": prop}
-    from .evaluation import inception_results
+    from ebm_vae.eval.evaluate import inception_results
 
     ref = prereq["fid_stats"].get(run.cfg.data.name) if metric == "fid" else None
     res = inception_results(prereq["inception"], sets, ref, metric == "fid", metric == "is", 50, progress)
@@ -383,15 +383,15 @@ def prerequisites(metric: str, runs: list[PlannedRun], scale: ScaleSpec, cache_d
     `cache_dir`/<dataset>.ckpt) before any training starts, so nothing fails late."""
     datasets = sorted({r.cfg.data.name: r.cfg.data.root for r in runs}.items())
     if metric in ("cls_fid", "cls_is"):
-        from .evaluation import ensure_classifier
+        from ebm_vae.eval.evaluate import ensure_classifier
 
         return {"classifier": {name: ensure_classifier(cache_dir / f"{name}.ckpt", name, root,
                                                        scale.classifier_epochs, progress)
                                for name, root in datasets}}
     if metric in ("fid", "is"):
-        from .evaluation import default_inception_stats
-        from .inception import load_inception
-        from .metrics import FeatureStats
+        from ebm_vae.eval.evaluate import default_inception_stats
+        from ebm_vae.eval.inception import load_inception
+        from ebm_vae.eval.metrics import FeatureStats
 
         prereq: dict = {"inception": load_inception(inception), "fid_stats": {}}
         for name, _ in datasets if metric == "fid" else []:
@@ -485,7 +485,7 @@ def plot_panels(metric: str, rows: list[Row]) -> list[tuple[str, dict]]:
 def write_report(spec: TableSpec, scale_name: str, metric: str, rows: list[Row], out_dir: Path
                  ) -> list[Path]:
     """results/table<id>.md and .csv, and table<id>.png for sweeps; returns the paths written."""
-    from .images import save_plots
+    from ebm_vae.utils.images import save_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"table{spec.id}"

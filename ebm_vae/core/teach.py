@@ -1,4 +1,4 @@
-"""Variational MCMC teaching: the losses and one iteration of Algorithm 1 (spec section 1).
+"""Variational MCMC teaching: the losses and one iteration of Algorithm 1 (docs/method.md §1).
 
 Per iteration: z ~ N(0, I) -> x_hat = g_alpha(z) -> x_tilde = Langevin(x_hat; theta)
 -> one Adam step of the EBM on data vs x_tilde -> one Adam step of the VAE on x_tilde.
@@ -11,10 +11,10 @@ from typing import Callable, NamedTuple, Optional
 
 import paddle
 
-from .config import LangevinConfig
-from .distributed import Part, World
-from .langevin import Randn, langevin
-from .models import Models
+from ebm_vae.core.config import LangevinConfig
+from ebm_vae.core.langevin import Randn, langevin
+from ebm_vae.core.models import Models
+from ebm_vae.utils.parallel import Part, World
 
 
 class NonFiniteError(FloatingPointError):

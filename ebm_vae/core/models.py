@@ -1,4 +1,4 @@
-"""The three networks of the paper (section 3 of the spec), built from config layer lists.
+"""The three networks of the paper (docs/method.md §3), built from config layer lists.
 
 - `EBM`     f_theta(x): bottom-up ConvNet, the negative energy; p_theta(x) ∝ exp(f_theta(x)).
 - `Encoder` q_phi(z|x) = N(mu(x), diag(exp(2 log_sigma(x)))).
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import paddle
 import paddle.nn as nn
 
-from .config import ConvLayer, DecoderConfig, EBMConfig, EncoderConfig, ModelConfig
+from ebm_vae.core.config import ConvLayer, DecoderConfig, EBMConfig, EncoderConfig, ModelConfig
 
 
 def _conv_attrs(init_std: float) -> dict:

@@ -93,8 +93,8 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
 
 def mse_psnr(images: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     """Per-pixel MSE and mean per-image PSNR (dB) of images clipped to [-1, 1], both on the
-    [0, 1] scale (data range 1, as ebm_vae.image_metrics)."""
-    from .image_metrics import psnr
+    [0, 1] scale (data range 1, as ebm_vae.eval.image_metrics)."""
+    from ebm_vae.eval.image_metrics import psnr
 
     a, b = np.clip(images, -1.0, 1.0), np.clip(targets, -1.0, 1.0)
     mse = ((a.astype(np.float64) - b) / 2.0) ** 2

@@ -15,21 +15,21 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 import paddle
 
-from .checkpoint import layer_states, load_checkpoint, load_layer_states, save_checkpoint
-from .config import Config, TrainConfig, dump_config
-from .distributed import Part, broadcast_parameters, init_world, world
-from .images import save_grids, save_plots
-from .models import build_models
-from .progress import Progress
-from .runtime import configure_runtime, seed_all
-from .teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
+from ebm_vae.core.config import Config, TrainConfig, dump_config
+from ebm_vae.core.models import build_models
+from ebm_vae.core.runs import (CHECKPOINT, NONFINITE_CHECKPOINT, layer_states, load_checkpoint,
+                               load_layer_states, save_checkpoint)
+from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
+from ebm_vae.errors import UserError
+from ebm_vae.utils.images import save_grids, save_plots
+from ebm_vae.utils.parallel import Part, broadcast_parameters, init_world, world
+from ebm_vae.utils.progress import Progress
+from ebm_vae.utils.runtime import configure_runtime, seed_all
 
-CHECKPOINT = "checkpoints/last.ckpt"
-NONFINITE_CHECKPOINT = "checkpoints/nonfinite.ckpt"
 GRID_IMAGES = 64
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training stopped: a non-finite quantity, or a run folder that cannot be used."""
 
 
@@ -279,7 +279,8 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
                      resume: bool = False, images: np.ndarray | None = None,
                      progress: bool = True, threads: int | None = None) -> GenerationTask:
     """Load the data (unless `images` is given), build the models and run Algorithm 1."""
-    from .data import load_split  # deferred: data loading pulls in file/dataset machinery
+    from ebm_vae.data.datasets import \
+        load_split  # deferred: data loading pulls in file/dataset machinery
 
     configure_runtime(cfg.device, threads)
     workers = init_world().size  # > 1 under python -m paddle.distributed.launch
@@ -297,7 +298,7 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
         broadcast_parameters(list(task.models))
     evaluation = None
     if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
-        from .evaluation import training_evaluation
+        from ebm_vae.eval.evaluate import training_evaluation
         evaluation = training_evaluation(task.models, cfg, run_dir, progress)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
         progress=progress, evaluation=evaluation)

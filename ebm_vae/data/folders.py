@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import DatasetError
+from ebm_vae.data.datasets import DatasetError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _SOURCES = {

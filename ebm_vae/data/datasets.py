@@ -19,6 +19,8 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
+from ebm_vae.errors import UserError
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
 
@@ -39,7 +41,7 @@ _SOURCES = {
 }
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset is missing, corrupt, or could not be downloaded."""
 
 

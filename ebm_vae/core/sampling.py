@@ -7,50 +7,16 @@ chains (default: the training `num_chains`, since the decoder's batch norm uses 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import paddle
 
-from .checkpoint import load_checkpoint, load_layer_states
-from .config import Config, LangevinConfig, load_config
-from .langevin import langevin
-from .models import Models, build_models
-from .progress import Progress
-from .runtime import configure_runtime, seed_all
-from .teach import revise
-from .train import CHECKPOINT
-
-
-class Run(NamedTuple):
-    cfg: Config
-    models: Models
-    iteration: int  # 0 for an untrained model
-
-
-def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None) -> Run:
-    """Models of a run folder (config.yaml + checkpoints/last.ckpt), in eval mode, on `device`
-    (default: the config's).
-
-    `untrained=True` builds the run's architecture at its seeded initialisation instead (a
-    reference point for metrics: what training starts from).
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
-    cfg = load_config(run_dir / "config.yaml")
-    configure_runtime(device or cfg.device)
-    seed_all(cfg.seed)
-    models = build_models(cfg.model)
-    iteration = 0
-    if not untrained:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        load_layer_states(models._asdict(), state["modules"])
-        iteration = state["iteration"]
-    for layer in models:
-        layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
-    return Run(cfg, models, iteration)
+from ebm_vae.core.config import LangevinConfig
+from ebm_vae.core.langevin import langevin
+from ebm_vae.core.models import Models
+from ebm_vae.core.teach import revise
+from ebm_vae.utils.progress import Progress
 
 
 def with_steps(lv: LangevinConfig, steps: int) -> LangevinConfig:

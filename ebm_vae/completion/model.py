@@ -1,4 +1,4 @@
-"""Image completion by conditional variational MCMC teaching (spec section 5; the design is ours).
+"""Image completion by conditional variational MCMC teaching (docs/method.md §5; the design is ours).
 
 The condition c is the image with its hole zeroed plus the mask as a 4th channel; the target y is
 the full image. Conditional versions of the three networks:
@@ -20,15 +20,17 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from .checkpoint import load_checkpoint, load_layer_states
-from .config import CompletionConfig, CompletionModelConfig, LangevinConfig, load_completion_config
-from .folders import load_folder_split, to_float
-from .langevin import frozen, langevin_step
-from .masks import MaskSource, paste
-from .models import EBM, Decoder, Encoder, conv_stack, conv_stack_size
-from .runtime import configure_runtime
-from .teach import TeachStats, learn
-from .train import CHECKPOINT, GENERATION_PLOTS, TeachTask, TrainingError, fit, start_run
+from ebm_vae.completion.config import (CompletionConfig, CompletionModelConfig,
+                                       load_completion_config)
+from ebm_vae.completion.masks import MaskSource, paste
+from ebm_vae.core.config import LangevinConfig
+from ebm_vae.core.langevin import frozen, langevin_step
+from ebm_vae.core.models import EBM, Decoder, Encoder, conv_stack, conv_stack_size
+from ebm_vae.core.runs import CHECKPOINT, load_checkpoint, load_layer_states
+from ebm_vae.core.teach import TeachStats, learn
+from ebm_vae.core.train import GENERATION_PLOTS, TeachTask, TrainingError, fit, start_run
+from ebm_vae.data.folders import load_folder_split, to_float
+from ebm_vae.utils.runtime import configure_runtime
 
 GRID_PAIRS = 16
 COMPLETION_PLOTS = GENERATION_PLOTS + [("hole L1 of revised samples ([0,1] units)", ["hole_l1"])]

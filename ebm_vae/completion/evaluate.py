@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .completion import complete, load_completion_run
-from .fill_baselines import harmonic_fill, mean_fill, unconditional_fill
-from .sampling import load_run
-from .folders import load_folder_split, read_image, to_float
-from .image_metrics import completion_metrics
-from .images import save_grids, to_uint8
-from .masks import MaskError, MaskSource, load_mask, paste, resize_mask
-from .runtime import seed_all
+from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
+from ebm_vae.completion.masks import MaskError, MaskSource, load_mask, paste, resize_mask
+from ebm_vae.completion.model import complete, load_completion_run
+from ebm_vae.core.runs import load_run
+from ebm_vae.data.folders import load_folder_split, read_image, to_float
+from ebm_vae.errors import UserError
+from ebm_vae.eval.image_metrics import completion_metrics
+from ebm_vae.utils.images import save_grids, to_uint8
+from ebm_vae.utils.runtime import seed_all
 
 GRID_ROWS = 8
 
@@ -63,7 +64,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     return report
 
 
-class FillError(ValueError):
+class FillError(UserError, ValueError):
     """The image or mask cannot be completed by this model."""
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, config_from_dict, load_raw
+from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ebm_vae.errors import UserError
 
-class MaskError(ValueError):
+
+class MaskError(UserError, ValueError):
     """A mask is malformed or does not fit the image."""
 
 

@@ -1,11 +1,11 @@
 """A small CNN classifier trained on a dataset's own labels: the feature space of the offline FID.
 
-"Classifier FID" = the Frechet distance (ebm_vae.metrics) between the statistics of this network's
+"Classifier FID" = the Frechet distance (ebm_vae.eval.metrics) between the statistics of this network's
 128-d penultimate features (global average pool of the last conv) of generated and real images.
 It needs no download, so it works on a laptop and in tests, but it is NOT comparable to the
 Inception FIDs of papers: use it to compare runs, checkpoints and samplers with each other.
 
-The checkpoint (ebm_vae.checkpoint format) holds the weights, the dataset name, the image shape,
+The checkpoint (ebm_vae.core.runs format) holds the weights, the dataset name, the image shape,
 the test accuracy and the feature statistics of the train and test splits (the FID references).
 """
 from __future__ import annotations
@@ -18,15 +18,16 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .metrics import FeatureStats, feature_stats, frechet_distance
-from .progress import Progress
+from ebm_vae.core.runs import load_checkpoint, save_checkpoint
+from ebm_vae.errors import UserError
+from ebm_vae.eval.metrics import FeatureStats, feature_stats, frechet_distance
+from ebm_vae.utils.progress import Progress
 
 FEATURE_DIM = 128
 NUM_CLASSES = 10
 
 
-class ClassifierError(FileNotFoundError):
+class ClassifierError(UserError, FileNotFoundError):
     """The classifier checkpoint is missing or does not fit the data."""
 
 

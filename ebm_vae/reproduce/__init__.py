@@ -1,0 +1,1 @@
+"""The paper's tables from YAML: their spec, the planned runs, and the reports."""
