@@ -98,3 +98,69 @@ def test_classifier_learns_and_its_fid_ranks_real_above_noise(tmp_path):
 def test_missing_classifier_says_how_to_train_one(tmp_path):
     with pytest.raises(ClassifierError, match="--train-classifier"):
         load_classifier(tmp_path / "none.ckpt")
+
+
+def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_path, capsys):
+    """tools/evaluate.py --classifier FILE: bytes, a run checkpoint, mismatched weights -> exit 2."""
+    import sys
+    from pathlib import Path
+
+    from ebm_vae.core.runs import save_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import evaluate as evaluate_tool
+
+    (tmp_path / "bytes.ckpt").write_bytes(b"\x00not a pickle at all")
+    save_checkpoint(tmp_path / "run.ckpt", {"iteration": 3, "modules": {}})
+    clf = fit_classifier("mnist", {"train": _blobs(np.random.default_rng(7), 32),
+                                   "test": _blobs(np.random.default_rng(8), 16)}, 1, progress=False)
+    save_classifier(tmp_path / "good.ckpt", clf)
+    payload = load_checkpoint_raw(tmp_path / "good.ckpt")
+    payload["state"]["convs.0.weight"] = np.zeros((5, 1, 3, 3), np.float32)
+    save_checkpoint(tmp_path / "shapes.ckpt", payload)
+    for name, why in [("bytes", "unreadable"), ("run", "no dataset, image_shape"),
+                      ("shapes", "do not fit the network")]:
+        path = tmp_path / f"{name}.ckpt"
+        with pytest.raises(ClassifierError, match=why):
+            load_classifier(path)
+        code = evaluate_tool.main(["--dataset", "mnist", "--real", "test", "--metrics", "cls_fid",
+                                   "--classifier", str(path), "--n", "10"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+        assert "is not a classifier checkpoint" in err and why in err
+    assert load_classifier(tmp_path / "good.ckpt").dataset == "mnist"
+
+
+def load_checkpoint_raw(path):
+    from ebm_vae.core.runs import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def test_one_evaluation_path_scores_image_sets_with_the_classifier_metrics():
+    """eval.evaluate on given image sets: cls_fid and cls_is (the vocabulary the tables use)."""
+    from ebm_vae.eval.evaluate import (METRICS, EvaluationError, classifier_score, evaluate,
+                                       prerequisites)
+
+    assert METRICS == ("fid", "is", "cls_fid", "cls_is", "recon")
+    rng = np.random.default_rng(9)
+    clf = fit_classifier("toy", {"train": _blobs(rng, 128), "test": _blobs(rng, 64)}, 2, progress=False)
+    real = _blobs(rng, 40)[0]
+    noise = rng.uniform(-1, 1, real.shape).astype(np.float32)
+    pre = prerequisites(["cls_fid", "cls_is"], "toy", classifier=clf, reference="test")
+    res = evaluate(None, ["cls_is", "cls_fid"], pre, images={"real": real, "noise": noise},
+                   source="file", seed=1)
+    assert list(res) == ["cls_is", "cls_fid"]
+    assert res["cls_is"]["real"] == pytest.approx(list(classifier_score(clf, real)))
+    assert res["cls_fid"]["real"] == pytest.approx(clf.fid(real, "test"))
+    assert res["cls_fid"]["real"] < res["cls_fid"]["noise"]
+    proto = res["cls_fid"]["protocol"]
+    assert proto == {"source": "file", "dataset": "toy", "num_samples": 40, "langevin_steps": None,
+                     "reference": "test", "seed": 1, "iteration": None, "run": None}
+    assert "NOT comparable" in res["cls_is"]["note"] and res["cls_is"] is not res["cls_fid"]
+    with pytest.raises(EvaluationError, match="unknown metrics"):
+        prerequisites(["cls_fid", "fdi"], "toy", classifier=clf)
+    with pytest.raises(EvaluationError, match="loaded for"):
+        evaluate(None, ["recon"], pre, images={"real": real})
+    with pytest.raises(ClassifierError, match="trained on toy, not mnist"):
+        prerequisites(["cls_is"], "mnist", classifier=clf)

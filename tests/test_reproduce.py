@@ -13,9 +13,10 @@ import yaml
 
 from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import CHECKPOINT, save_checkpoint
-from ebm_vae.reproduce.tables import (TABLES_DIR, Row, data_root, find_tables, load_table,
-                                      parse_data_roots, plan, render_csv, render_markdown,
-                                      reproduce, run_state, table_from_dict, write_report)
+from ebm_vae.reproduce.pipeline import reproduce
+from ebm_vae.reproduce.plan import data_root, parse_data_roots, plan, run_state
+from ebm_vae.reproduce.report import Row, render_csv, render_markdown, write_report
+from ebm_vae.reproduce.spec import TABLES_DIR, find_tables, load_table, table_from_dict
 from tests.conftest import TINY
 
 TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))
@@ -224,3 +225,57 @@ def test_classifier_score_is_the_inception_score_of_the_classifier_softmax(tiny_
     assert 1.0 <= classifier_score(clf, tiny_images)[0] <= 10.0
     with pytest.raises(FileNotFoundError, match="shape"):
         classifier_score(clf, tiny_images[:, :, :4, :4])
+
+
+def test_dry_run_shows_each_runs_paper_value(tmp_path, capsys):
+    from tools.reproduce import main
+
+    assert main(["--table", "1", "--dry-run", "--runs", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "== run 'CIFAR-10' (paper fid: 36.2): " in text
+    assert "== run 'MNIST' (paper fid: not recovered): " in text
+    assert "== run 'Fashion-MNIST' (paper fid: not recovered): " in text
+    assert "runs; metric fid\n" in text
+    assert main(["--table", "1", "--scale", "quick", "--dry-run", "--runs", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "== run 'CIFAR-10' (paper fid: 36.2): " in text
+    assert "metric cls_fid; computes cls_fid, an offline stand-in NOT comparable" in text
+
+
+def test_an_unknown_dataset_in_data_root_is_refused(tmp_path, capsys):
+    from tools.reproduce import main
+
+    assert main(["--table", "6", "--scale", "quick", "--dry-run", "--runs", str(tmp_path),
+                 "--data-root", "bogus=/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --data-root bogus=/x: unknown dataset")
+    assert "mnist, fashion_mnist, cifar10, cmp_facade, paris_street_view" in err
+    with pytest.raises(ConfigError, match="no folder after"):
+        parse_data_roots(["mnist="])
+    assert not any(tmp_path.iterdir())
+
+
+def test_both_tools_evaluate_through_eval_evaluate(monkeypatch):
+    """The one evaluation path: reproduce's runs go through eval.evaluate.evaluate; every table
+    metric is in its vocabulary."""
+    import tools.evaluate
+    from ebm_vae.eval import evaluate as ev
+    from ebm_vae.reproduce import pipeline
+    from ebm_vae.reproduce.spec import metric_name
+
+    assert pipeline.evaluate is ev.evaluate and tools.evaluate.evaluate is ev.evaluate
+    for path in TABLE_FILES:
+        spec = load_table(path)
+        for scale in (spec.scales.paper, spec.scales.quick):
+            assert metric_name(spec, scale) in (*ev.METRICS, "completion")
+
+
+def test_eval_every_without_the_evaluation_hook_is_refused(tiny_raw, tmp_path, tiny_images):
+    from ebm_vae.core.config import config_from_dict
+    from ebm_vae.core.train import TrainingError, train_generation
+
+    tiny_raw["eval"] = {"every": 1, "num_samples": 4}
+    with pytest.raises(TrainingError, match="evaluation=ebm_vae.eval.evaluate.training_evaluation"):
+        train_generation(config_from_dict(tiny_raw), tmp_path / "run", 1, images=tiny_images,
+                         progress=False)
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ from ebm_vae.core.runs import CHECKPOINT, layer_states, load_checkpoint, load_ru
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
+from ebm_vae.eval.evaluate import training_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -193,7 +194,8 @@ def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist
     raw["train"].update(sample_every=3, log_every=1)
     plain = train_generation(config_from_dict(raw), tmp_path / "plain", 4, images=images, progress=False)
     raw["eval"] = {"every": 2, "num_samples": 6, "classifier": str(tmp_path / "clf.ckpt")}
-    evald = train_generation(config_from_dict(raw), tmp_path / "eval", 4, images=images, progress=False)
+    evald = train_generation(config_from_dict(raw), tmp_path / "eval", 4, images=images, progress=False,
+                             evaluation=training_evaluation)
     for name in ("ebm", "encoder", "decoder"):
         a, b = getattr(plain.models, name).state_dict(), getattr(evald.models, name).state_dict()
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)

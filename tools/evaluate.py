@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Evaluate a trained run: FID and Inception Score (Tables 1-2), an offline classifier-feature FID,
+"""Evaluate a trained run: FID and Inception Score (Tables 1-2), the offline classifier metrics
 and reconstruction of test images (latent expressiveness). Writes JSON and prints a table.
+A thin command line around `ebm_vae.eval.evaluate` (the evaluation path tools/reproduce.py uses).
 
 Metrics (--metrics, comma separated):
   fid      Inception FID vs reference statistics (--stats first; needs the Inception weights)
   is       Inception Score, 10 splits (needs the Inception weights)
   cls_fid  FID in the features of a small classifier trained on the dataset's labels (offline;
            NOT comparable to paper FIDs; needs --train-classifier first)
+  cls_is   the Inception Score formula on that classifier's class probabilities (offline; NOT
+           comparable to paper IS)
   recon    test images -> encoder -> decoder -> Langevin: per-pixel MSE / PSNR and a grid
 
   python tools/evaluate.py --stats cifar10 --data-root DIR --inception inception_fid.pdparams
@@ -22,9 +25,13 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-METRICS = ("fid", "is", "cls_fid", "recon")
+from ebm_vae.core.runs import load_run
+from ebm_vae.errors import UserError
+from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
+                                   prerequisites, real_sets, sample_file_sets,
+                                   train_and_save_classifier, write_inception_stats)
+from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.runtime import set_device
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """Flags that do not fit together."""
 
 
@@ -75,10 +82,7 @@ def write_json(path: Path, results: dict) -> None:
     """Merge `results` into the JSON at `path` (one entry per metric) and write it atomically."""
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged.update(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=2, allow_nan=True) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(merged, indent=2, allow_nan=True) + "\n")
 
 
 def print_table(results: dict) -> None:
@@ -101,26 +105,28 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ebm_vae.core.config import ConfigError
-    from ebm_vae.data.datasets import DatasetError
-    from ebm_vae.eval.classifier import ClassifierError
-    from ebm_vae.eval.inception import InceptionWeightsError
-
     try:
         return run(args)
-    except (UsageError, ConfigError, DatasetError, ClassifierError, InceptionWeightsError,
-            FileNotFoundError, ValueError, RuntimeError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run(args: argparse.Namespace) -> int:
-    from ebm_vae.core.runs import load_run
-    from ebm_vae.utils.runtime import seed_all, set_device
-
-    loaded = load_run(args.ckpt, untrained=args.untrained, device=args.device) if args.ckpt else None
-    if loaded is None:
+def open_run(args: argparse.Namespace):
+    """The run of --ckpt (or None); a folder that is not a run is a one-line error."""
+    if not args.ckpt:
         set_device(args.device or "cpu")
+        return None
+    try:
+        return load_run(args.ckpt, untrained=args.untrained, device=args.device)
+    except UserError:
+        raise
+    except (FileNotFoundError, RuntimeError) as err:  # core.runs: no run folder, corrupt checkpoint
+        raise UsageError(f"--ckpt {args.ckpt}: {err}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = open_run(args)
     cfg = loaded.cfg if loaded else None
     dataset = args.stats or (cfg.data.name if cfg else args.dataset)
     root = args.data_root or (cfg.data.root if cfg else None)
@@ -128,14 +134,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say which dataset: --ckpt RUN_DIR or --dataset NAME")
     progress = not args.no_progress
     if args.train_classifier:
-        return train_classifier(args, dataset, root, progress)
+        path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
+        if args.epochs < 1:
+            raise UsageError("--epochs must be >= 1")
+        clf = train_and_save_classifier(path, dataset, root, args.epochs, progress=progress)
+        print(f"classifier for {dataset}: test accuracy {clf.test_accuracy:.4f}; wrote {path}")
+        return 0
     if args.stats:
-        return write_stats(args, dataset, root, cfg, progress)
+        out, n = write_inception_stats(dataset, root, args.reference,
+                                       args.inception or (cfg.eval.inception if cfg else None),
+                                       Path(args.fid_stats) if args.fid_stats else None, progress)
+        print(f"wrote {out} (Inception pool3 statistics of {n} {dataset} {args.reference} images)")
+        return 0
 
-    metrics = ["recon"] if args.reconstruct else [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown or not metrics:
-        raise UsageError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    metrics = ["recon"] if args.reconstruct else parse_metrics(args.metrics)
     if args.n < 10:
         raise UsageError("--n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
     if sum(bool(x) for x in (args.images, args.real, args.untrained)) > 1:
@@ -145,19 +157,29 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None and not (args.images or args.real):
         raise UsageError("nothing to evaluate: give --ckpt RUN_DIR, --images NPZ or --real SPLIT")
     seed = args.seed if args.seed is not None else (cfg.seed if cfg else 0)
-    steps = args.steps if args.steps is not None else (cfg.sample.steps if cfg else None)
+    source = ("file" if args.images else f"real_{args.real}" if args.real else
+              "untrained" if args.untrained else "model")
 
     # every prerequisite first, so nothing fails after a long sampling run
-    prereq = check_prerequisites(args, metrics, dataset, root, cfg)
-    seed_all(seed)
-    source, sets = image_sets(args, metrics, loaded, dataset, root, steps, progress)
-    protocol = {"source": source, "dataset": dataset,
-                "num_samples": min(len(v) for v in sets.values()) if sets else None,
-                "langevin_steps": steps if source in ("model", "untrained") else None,
-                "reference": args.reference, "seed": seed,
-                "iteration": loaded.iteration if source in ("model", "untrained") else None,
-                "run": args.ckpt}
-    results = compute(args, metrics, prereq, sets, loaded, protocol, progress)
+    needs_classifier = {"cls_fid", "cls_is"} & set(metrics)
+    prereq = prerequisites(
+        metrics, dataset, root, reference=args.reference,
+        inception=args.inception or (cfg.eval.inception if cfg else None), fid_stats=args.fid_stats,
+        classifier=classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
+        if needs_classifier else None, recon_n=args.recon_n)
+    images = None
+    if set(metrics) - {"recon"}:
+        if args.images:
+            images = sample_file_sets(args.images, args.n)
+        elif args.real:
+            images = real_sets(dataset, root, args.real, args.n)
+    grid = None
+    if "recon" in metrics:
+        grid = Path(args.ckpt) / ("reconstruction.png" if source == "model"
+                                  else f"reconstruction_{source}.png")
+    results = evaluate(loaded, metrics, prereq, images=images, source=source, n=args.n,
+                       steps=args.steps, batch_size=args.batch_size, seed=seed, z=args.z, grid=grid,
+                       run_dir=args.ckpt, progress=progress)
     out = Path(args.out) if args.out else default_json(args, source)
     write_json(out, results)
     print_table(results)
@@ -168,132 +190,6 @@ def run(args: argparse.Namespace) -> int:
 def default_json(args: argparse.Namespace, source: str) -> Path:
     name = "eval.json" if source == "model" else f"eval_{source}.json"
     return Path(args.ckpt) / name if args.ckpt else Path(name)
-
-
-def check_prerequisites(args, metrics: list[str], dataset: str, root, cfg) -> dict:
-    """Load what the metrics need (weights, statistics, classifier, test split) or fail clearly."""
-    from ebm_vae.eval.evaluate import classifier_path, default_inception_stats
-    from ebm_vae.eval.metrics import FeatureStats
-
-    prereq: dict = {}
-    if "fid" in metrics or "is" in metrics:
-        from ebm_vae.eval.inception import load_inception
-
-        prereq["inception"] = load_inception(args.inception or (cfg.eval.inception if cfg else None))
-    if "fid" in metrics:
-        path = Path(args.fid_stats or default_inception_stats(dataset, args.reference))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no Inception reference statistics at {path}; make them once with `python "
-                f"tools/evaluate.py --stats {dataset} --reference {args.reference} --data-root DIR "
-                f"--fid-stats {path}`")
-        prereq["fid_stats"], prereq["fid_stats_meta"] = FeatureStats.load(path)
-        prereq["fid_stats_path"] = str(path)
-    if "cls_fid" in metrics:
-        from ebm_vae.eval.classifier import load_classifier
-
-        path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
-        prereq["classifier"] = load_classifier(path)
-        prereq["classifier_path"] = str(path)
-        if prereq["classifier"].dataset != dataset:
-            raise UsageError(f"classifier {path} was trained on {prereq['classifier'].dataset}, "
-                             f"not {dataset}")
-    if "recon" in metrics:
-        from ebm_vae.data.datasets import load_split
-
-        images, _ = load_split(dataset, root, "test")
-        prereq["test_images"] = images[:args.recon_n] if args.recon_n else images
-    return prereq
-
-
-def image_sets(args, metrics: list[str], loaded, dataset: str, root, steps, progress: bool
-               ) -> tuple[str, dict]:
-    """The image sets to score, by name, and the source label (none for recon alone)."""
-    source = ("file" if args.images else f"real_{args.real}" if args.real else
-              "untrained" if args.untrained else "model")
-    if not {"fid", "is", "cls_fid"} & set(metrics):
-        return source, {}
-    if args.images:
-        with np.load(args.images) as f:
-            if "images" not in f:
-                raise ValueError(f"{args.images} has no array `images`")
-            sets = {k: f[k][:args.n] for k in ("proposals", "images") if k in f}
-        return source, sets
-    if args.real:
-        from ebm_vae.data.datasets import load_split
-
-        return source, {source: load_split(dataset, root, args.real)[0][:args.n]}
-    from ebm_vae.core.sampling import ancestral_sample, with_steps
-
-    cfg = loaded.cfg
-    pair = ancestral_sample(loaded.models, args.n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
-                            args.batch_size or cfg.train.num_chains, progress)
-    return source, {"proposals": pair.proposals, "revised": pair.revised}
-
-
-def compute(args, metrics: list[str], prereq: dict, sets: dict, loaded, protocol: dict,
-            progress: bool) -> dict:
-    from ebm_vae.eval.evaluate import cls_fid_results, inception_results
-
-    results: dict = {}
-    if "fid" in metrics or "is" in metrics:
-        inc = inception_results(prereq["inception"], sets, prereq.get("fid_stats"), "fid" in metrics,
-                                "is" in metrics, batch_size=50, progress=progress)
-        for name, entry in inc.items():
-            results[name] = {"protocol": protocol, **entry}
-        if "fid" in results:
-            results["fid"]["reference_stats"] = prereq["fid_stats_path"]
-    if "cls_fid" in metrics:
-        results["cls_fid"] = {"protocol": protocol, "classifier": prereq["classifier_path"],
-                              **cls_fid_results(prereq["classifier"], sets, args.reference)}
-    if "recon" in metrics:
-        results["recon"] = reconstruct(args, prereq["test_images"], loaded, protocol, progress)
-    return results
-
-
-def reconstruct(args, images: np.ndarray, loaded, protocol: dict, progress: bool) -> dict:
-    from ebm_vae.core.sampling import reconstruct as recon
-    from ebm_vae.core.sampling import with_steps
-    from ebm_vae.eval.evaluate import recon_results
-    from ebm_vae.utils.images import save_grids
-
-    cfg = loaded.cfg
-    steps = protocol["langevin_steps"] if protocol["langevin_steps"] is not None else cfg.sample.steps
-    pair = recon(loaded.models, images, with_steps(cfg.langevin, steps), use_mean=args.z == "mu",
-                 batch_size=args.batch_size or cfg.train.num_chains, progress=progress)
-    grid = Path(args.ckpt) / ("reconstruction.png" if protocol["source"] == "model"
-                              else f"reconstruction_{protocol['source']}.png")
-    save_grids(grid, [("observed (test)", images[:64]), ("decoded g(z)", pair.proposals[:64]),
-                      (f"revised ({steps} Langevin steps)", pair.revised[:64])])
-    proto = {**protocol, "num_samples": len(images), "langevin_steps": steps, "reference": "test split"}
-    return {"protocol": proto, "z": args.z, "num_images": len(images),
-            **recon_results(pair.proposals, pair.revised, images), "grid": str(grid)}
-
-
-def train_classifier(args, dataset: str, root, progress: bool) -> int:
-    from ebm_vae.eval.evaluate import classifier_path, train_and_save_classifier
-
-    path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
-    if args.epochs < 1:
-        raise UsageError("--epochs must be >= 1")
-    clf = train_and_save_classifier(path, dataset, root, args.epochs, progress=progress)
-    print(f"classifier for {dataset}: test accuracy {clf.test_accuracy:.4f}; wrote {path}")
-    return 0
-
-
-def write_stats(args, dataset: str, root, cfg, progress: bool) -> int:
-    from ebm_vae.data.datasets import load_split
-    from ebm_vae.eval.evaluate import default_inception_stats
-    from ebm_vae.eval.inception import inception_outputs, load_inception
-    from ebm_vae.eval.metrics import feature_stats
-
-    net = load_inception(args.inception or (cfg.eval.inception if cfg else None))
-    images, _ = load_split(dataset, root, args.reference)
-    feats, _ = inception_outputs(net, images, batch_size=50, progress=progress)
-    out = Path(args.fid_stats or default_inception_stats(dataset, args.reference))
-    feature_stats(feats).save(out, dataset=dataset, split=args.reference)
-    print(f"wrote {out} (Inception pool3 statistics of {len(images)} {dataset} {args.reference} images)")
-    return 0
 
 
 if __name__ == "__main__":

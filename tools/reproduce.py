@@ -18,6 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ebm_vae.errors import UserError
+from ebm_vae.reproduce.pipeline import reproduce
+from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
+from ebm_vae.reproduce.spec import find_tables, load_table, metric_name
+from ebm_vae.utils.runtime import configure_runtime
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,10 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="table id (1, 2, 3 = 3a + 3b + 3c, 3a, 3b, 3c, 4, 5, 6) or a table YAML file")
     p.add_argument("--scale", choices=["paper", "quick"], default="paper", help="default paper")
     p.add_argument("--dry-run", action="store_true", help="print every run's resolved config and "
-                   "command, and whether it would be trained, resumed or reused; train nothing")
+                   "command, the paper's value, and whether it would be trained, resumed or reused; "
+                   "train nothing")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH|DIR",
-                   help="dataset folder per dataset (mnist=PATH, fashion_mnist=..., cifar10=..., "
-                   "cmp_facade=...; repeatable) or one folder holding <name>/ subfolders; "
+                   help="dataset folder per dataset (NAME=PATH, NAME one of "
+                   f"{', '.join(DATASET_NAMES)}; repeatable) or one folder holding <name>/ "
+                   "subfolders; "
                    "default: the configs' data.root (null: Paddle's download)")
     p.add_argument("--runs", default="runs/tables", help="root of the run folders (default "
                    "runs/tables; runs go to <root>/<scale>/<config>-<hash>, classifiers to "
@@ -48,13 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ebm_vae.core.config import ConfigError
-    from ebm_vae.core.train import TrainingError
-    from ebm_vae.data.datasets import DatasetError
-    from ebm_vae.eval.classifier import ClassifierError
-    from ebm_vae.reproduce.tables import (describe, find_tables, load_table, parse_data_roots, plan,
-                                          reproduce)
-
     try:
         roots, folder = parse_data_roots(args.data_root)
         paths = find_tables(args.table)
@@ -62,20 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         extra = [f"device={device}", *args.set]
         if args.dry_run:
             for path in paths:
-                runs = plan(load_table(path), path, args.scale, Path(args.runs), roots, folder, extra)
-                print(f"# {path} ({args.scale} scale): {len(runs)} runs")
+                spec = load_table(path)
+                runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
+                metric = metric_name(spec, getattr(spec.scales, args.scale))
+                note = "" if metric == spec.metric else (
+                    f"; computes {metric}, an offline stand-in NOT comparable to the paper's {spec.metric}")
+                print(f"# {path} ({args.scale} scale): {len(runs)} runs; metric {metric}{note}")
                 for run in runs:
-                    print(describe(run))
+                    print(describe(run, spec.metric))
             return 0
-        from ebm_vae.utils.runtime import configure_runtime
-
         configure_runtime(device, args.threads)  # before any Paddle computation
         for path in paths:
             written = reproduce(path, args.scale, Path(args.runs), Path(args.results), roots, folder,
                                 args.threads, args.inception, extra, not args.no_progress)
             print("wrote " + ", ".join(map(str, written)))
-    except (ConfigError, DatasetError, TrainingError, ClassifierError, FileNotFoundError,
-            RuntimeError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ import sys
 from ebm_vae.core.config import ConfigError
 from ebm_vae.core.train import TrainingError, train_generation
 from ebm_vae.data.datasets import DatasetError
+from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.cli import add_train_args, resolve
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, run_dir, resume = resolve(args)
         print(f"run folder: {run_dir}", file=sys.stderr)
         train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
-                         threads=args.threads)
+                         threads=args.threads, evaluation=training_evaluation)
     except (ConfigError, DatasetError, TrainingError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -100,6 +100,10 @@ class Evaluation(NamedTuple):
     title: str
 
 
+# builds the `Evaluation` of a run: (models, cfg, run_dir, progress) -> Evaluation
+EvaluationHook = Callable[[Any, Config, Path, bool], Evaluation]
+
+
 def iters_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
@@ -277,8 +281,15 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
 
 def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
-                     progress: bool = True, threads: int | None = None) -> GenerationTask:
-    """Load the data (unless `images` is given), build the models and run Algorithm 1."""
+                     progress: bool = True, threads: int | None = None,
+                     evaluation: EvaluationHook | None = None) -> GenerationTask:
+    """Load the data (unless `images` is given), build the models and run Algorithm 1.
+
+    `evaluation` builds the in-training quality curve when `cfg.eval.every > 0`
+    (`ebm_vae.eval.evaluate.training_evaluation`; passed in, as core does not import eval)."""
+    if cfg.eval.every > 0 and evaluation is None:
+        raise TrainingError("eval.every > 0 needs the evaluation hook: call train_generation(..., "
+                            "evaluation=ebm_vae.eval.evaluate.training_evaluation)")
     from ebm_vae.data.datasets import \
         load_split  # deferred: data loading pulls in file/dataset machinery
 
@@ -296,10 +307,9 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     task = GenerationTask(cfg)
     if workers > 1:
         broadcast_parameters(list(task.models))
-    evaluation = None
+    quality = None
     if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
-        from ebm_vae.eval.evaluate import training_evaluation
-        evaluation = training_evaluation(task.models, cfg, run_dir, progress)
+        quality = evaluation(task.models, cfg, run_dir, progress)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        progress=progress, evaluation=evaluation)
+        progress=progress, evaluation=quality)
     return task

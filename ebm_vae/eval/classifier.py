@@ -145,10 +145,32 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
             f"no classifier at {path}. Train one (a few minutes on CPU) with "
             f"`python tools/evaluate.py --train-classifier --ckpt RUN_DIR` (cached in the run folder) "
             f"or `--train-classifier --dataset NAME --data-root DIR --classifier {path}`")
-    payload = load_checkpoint(path)
-    shape = tuple(payload["image_shape"])
-    net = Classifier(shape[0], payload["state"]["head.bias"].shape[0])
-    net.set_state_dict({k: paddle.to_tensor(v) for k, v in payload["state"].items()})
+    def not_one(why: str) -> str:
+        return (f"{path} is not a classifier checkpoint of `tools/evaluate.py --train-classifier` "
+                f"({why}); train one with `python tools/evaluate.py --train-classifier ... "
+                f"--classifier {path}`")
+
+    try:
+        payload = load_checkpoint(path)
+    except Exception as err:  # unpickling arbitrary bytes can raise nearly anything
+        raise ClassifierError(not_one(f"unreadable: {err}")) from err
+    keys = ("dataset", "image_shape", "test_accuracy", "state", "stats")
+    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise ClassifierError(not_one(f"no {', '.join(missing)}"))
+    try:
+        shape = tuple(int(v) for v in payload["image_shape"])
+        state = {k: np.asarray(v) for k, v in payload["state"].items()}
+        net = Classifier(shape[0], state["head.bias"].shape[0])
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if got != want:
+            bad = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+            raise ClassifierError(not_one(f"weights do not fit the network: {bad[:3]}"))
+        net.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+        stats = {s: FeatureStats(np.asarray(st["mu"]), np.asarray(st["sigma"]), int(st["n"]))
+                 for s, st in payload["stats"].items()}
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise ClassifierError(not_one(f"malformed: {err!r}")) from err
     net.eval()
-    stats = {s: FeatureStats(st["mu"], st["sigma"], st["n"]) for s, st in payload["stats"].items()}
     return TrainedClassifier(net, payload["dataset"], shape, payload["test_accuracy"], stats)

@@ -1,27 +1,65 @@
-"""Evaluation of a run: FID / IS (Inception), classifier-feature FID (offline), reconstruction.
+"""The one evaluation path: FID / IS (Inception), the offline classifier metrics (cls_fid,
+cls_is) and reconstruction, for tools/evaluate.py and tools/reproduce.py alike.
+
+Two steps, so that nothing fails after a long sampling run:
+1. `prerequisites(metrics, dataset, ...)` loads (or checks) everything the metrics need: the
+   Inception weights and reference statistics, the classifier, the test split.
+2. `evaluate(run, metrics, prereq, ...)` draws the samples (or takes given image sets), scores
+   them and returns one entry per metric, each carrying its protocol.
 
 Image sets are evaluated by name: a model gives "proposals" (g_alpha(z)) and "revised" (after
 Langevin); a sample file gives its arrays; real images give "real_<split>" (the floor of FID).
-Every result carries its protocol (sample count, reference set, Langevin steps).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
+import paddle
+import paddle.nn.functional as F
 
 from ebm_vae.core.config import Config
+from ebm_vae.core.runs import Run
+from ebm_vae.core.sampling import ancestral_sample, reconstruct, with_steps
+from ebm_vae.core.train import Evaluation
+from ebm_vae.data import datasets
+from ebm_vae.errors import UserError
 from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, fit_classifier,
-                                     load_classifier, save_classifier)
+                                     load_classifier, predict, save_classifier)
+from ebm_vae.eval.inception import FIDInceptionV3, inception_outputs, load_inception
 from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
                                   mse_psnr)
+from ebm_vae.utils.images import save_grids
+from ebm_vae.utils.runtime import seed_all
 
+# the one metric vocabulary (tools/evaluate.py --metrics, the tables' metrics)
+METRICS = ("fid", "is", "cls_fid", "cls_is", "recon")
+SAMPLE_METRICS = ("fid", "is", "cls_fid", "cls_is")  # scored on image sets (samples, files, real)
 CLASSIFIER_FILE = "classifier.ckpt"
 CLS_FID_NOTE = ("classifier-feature FID (a small CNN trained on the dataset's labels): compares "
                 "runs with each other; NOT comparable to Inception FIDs in papers")
+CLS_IS_NOTE = ("the Inception Score formula on the small classifier's class probabilities (at "
+               "most the number of classes): compares runs with each other; NOT comparable to "
+               "paper IS")
 FID_NOTE = "FID Inception (pytorch-fid port of inception-2015-12-05), pool3 features"
 IS_NOTE = "Inception Score, softmax of the 1008 unbiased logits (OpenAI code), 10 splits"
+INCEPTION_BATCH = 50
+
+
+class EvaluationError(UserError, ValueError):
+    """An evaluation request that cannot be served (unknown metric, missing statistics, ...)."""
+
+
+def parse_metrics(metrics: Union[str, Sequence[str]]) -> list[str]:
+    """A comma list (or a sequence) of metric names, checked against METRICS."""
+    names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
+    names = [m for m in names if m]
+    unknown = sorted(set(names) - set(METRICS))
+    if unknown or not names:
+        raise EvaluationError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
 
 
 def default_inception_stats(dataset: str, split: str) -> Path:
@@ -40,9 +78,7 @@ def train_and_save_classifier(path: Path, dataset: str, root: Optional[str], epo
                               seed: int = 0, progress: bool = True) -> TrainedClassifier:
     """Train the offline-metric classifier on a dataset's train split (accuracy and statistics
     on both splits) and cache it at `path`."""
-    from ebm_vae.data.datasets import load_split
-
-    splits = {s: load_split(dataset, root, s) for s in ("train", "test")}
+    splits = {s: datasets.load_split(dataset, root, s) for s in ("train", "test")}
     clf = fit_classifier(dataset, splits, epochs, seed, progress)
     save_classifier(path, clf)
     return clf
@@ -60,6 +96,95 @@ def ensure_classifier(path: Path, dataset: str, root: Optional[str], epochs: int
     return clf
 
 
+# ---- 1. prerequisites ---------------------------------------------------------------------------
+
+@dataclass
+class Prerequisites:
+    """What the metrics of one evaluation need, loaded; see `prerequisites`."""
+    dataset: str
+    metrics: list[str]
+    reference: str = "train"
+    inception: Optional[FIDInceptionV3] = None
+    fid_stats: Optional[FeatureStats] = None
+    fid_stats_path: Optional[str] = None
+    classifier: Optional[TrainedClassifier] = None
+    classifier_path: Optional[str] = None
+    test_images: Optional[np.ndarray] = None
+
+
+def prerequisites(metrics: Sequence[str], dataset: str, root: Optional[str] = None, *,
+                  reference: str = "train",
+                  inception: Union[str, FIDInceptionV3, None] = None,
+                  fid_stats: Union[str, Path, FeatureStats, None] = None,
+                  classifier: Union[str, Path, TrainedClassifier, None] = None,
+                  recon_n: Optional[int] = None) -> Prerequisites:
+    """Load what `metrics` need, or fail with a message that says how to supply it.
+
+    inception: weights file (None: $EBM_VAE_INCEPTION) or a loaded network (fid, is).
+    fid_stats: reference statistics file (None: stats/inception_<dataset>_<reference>.npz) or
+        loaded statistics (fid). classifier: checkpoint file or a loaded classifier (cls_fid,
+        cls_is). recon_n: test images to reconstruct (None or 0: all; recon)."""
+    metrics = parse_metrics(metrics)
+    pre = Prerequisites(dataset, metrics, reference)
+    if "fid" in metrics or "is" in metrics:
+        pre.inception = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
+    if "fid" in metrics:
+        if isinstance(fid_stats, FeatureStats):
+            pre.fid_stats, pre.fid_stats_path = fid_stats, "given"
+        else:
+            path = Path(fid_stats or default_inception_stats(dataset, reference))
+            if not path.is_file():
+                raise EvaluationError(
+                    f"no Inception reference statistics at {path}; make them once with `python "
+                    f"tools/evaluate.py --stats {dataset} --reference {reference} --data-root DIR "
+                    f"--fid-stats {path}`")
+            try:
+                pre.fid_stats = FeatureStats.load(path)[0]
+            except (OSError, ValueError) as err:  # unreadable, or not a statistics file
+                raise EvaluationError(str(err)) from err
+            pre.fid_stats_path = str(path)
+    if "cls_fid" in metrics or "cls_is" in metrics:
+        if classifier is None:
+            raise ClassifierError("cls_fid / cls_is need a classifier (a checkpoint file or a run "
+                                  "folder's classifier.ckpt)")
+        if isinstance(classifier, TrainedClassifier):
+            pre.classifier, pre.classifier_path = classifier, "given"
+        else:
+            pre.classifier, pre.classifier_path = load_classifier(classifier), str(classifier)
+        if pre.classifier.dataset != dataset:
+            raise ClassifierError(f"classifier {pre.classifier_path} was trained on "
+                                  f"{pre.classifier.dataset}, not {dataset}")
+        if reference not in pre.classifier.stats:
+            raise ClassifierError(f"classifier {pre.classifier_path} has no statistics of the "
+                                  f"{reference} split")
+    if "recon" in metrics:
+        images, _ = datasets.load_split(dataset, root, "test")
+        pre.test_images = images[:recon_n] if recon_n else images
+    return pre
+
+
+# ---- image sets -----------------------------------------------------------------------------------
+
+def sample_file_sets(path: str | Path, n: int) -> dict[str, np.ndarray]:
+    """The image sets of a tools/sample.py file: `proposals` (if present) and `images`."""
+    try:
+        with np.load(path) as f:
+            if "images" not in f:
+                raise EvaluationError(f"{path} has no array `images` (a tools/sample.py file has)")
+            return {k: f[k][:n] for k in ("proposals", "images") if k in f}
+    except (OSError, ValueError) as err:  # missing, or not an .npz
+        if isinstance(err, EvaluationError):
+            raise
+        raise EvaluationError(f"cannot read the sample file {path}: {err}") from err
+
+
+def real_sets(dataset: str, root: Optional[str], split: str, n: int) -> dict[str, np.ndarray]:
+    """The first `n` real images of a split, as the set `real_<split>`."""
+    return {f"real_{split}": datasets.load_split(dataset, root, split)[0][:n]}
+
+
+# ---- the metrics ----------------------------------------------------------------------------------
+
 def cls_fid_results(clf: TrainedClassifier, sets: dict[str, np.ndarray], reference: str) -> dict:
     out = {name: clf.fid(images, reference) for name, images in sets.items()}
     return {**out, "classifier_test_accuracy": clf.test_accuracy, "note": CLS_FID_NOTE}
@@ -68,11 +193,6 @@ def cls_fid_results(clf: TrainedClassifier, sets: dict[str, np.ndarray], referen
 def classifier_score(clf: TrainedClassifier, images: np.ndarray) -> tuple[float, float]:
     """The Inception Score formula on the offline classifier's class probabilities (mean, std
     over 10 splits; at most the number of classes). Like cls_fid, NOT comparable to paper IS."""
-    import paddle
-    import paddle.nn.functional as F
-
-    from ebm_vae.eval.classifier import predict
-
     clf.check_images(images, "images")
     feats, _ = predict(clf.net, images)
     with paddle.no_grad():
@@ -80,11 +200,15 @@ def classifier_score(clf: TrainedClassifier, images: np.ndarray) -> tuple[float,
     return inception_score(probs, splits=10)
 
 
-def inception_results(net, sets: dict[str, np.ndarray], reference: Optional[FeatureStats],
-                      want_fid: bool, want_is: bool, batch_size: int, progress: bool) -> dict:
-    """{'fid': {set: value}, 'is': {set: [mean, std]}} for the requested metrics."""
-    from ebm_vae.eval.inception import inception_outputs
+def cls_is_results(clf: TrainedClassifier, sets: dict[str, np.ndarray]) -> dict:
+    out = {name: list(classifier_score(clf, images)) for name, images in sets.items()}
+    return {**out, "splits": 10, "classifier_test_accuracy": clf.test_accuracy, "note": CLS_IS_NOTE}
 
+
+def inception_results(net, sets: dict[str, np.ndarray], reference: Optional[FeatureStats],
+                      want_fid: bool, want_is: bool, batch_size: int = INCEPTION_BATCH,
+                      progress: bool = True) -> dict:
+    """{'fid': {set: value}, 'is': {set: [mean, std]}} for the requested metrics."""
     fid: dict = {"note": FID_NOTE}
     iscore: dict = {"note": IS_NOTE, "splits": 10}
     for name, images in sets.items():
@@ -105,15 +229,98 @@ def recon_results(pair_decoded: np.ndarray, pair_revised: np.ndarray, observed: 
     return out
 
 
-def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True):
+# ---- 2. the evaluation ----------------------------------------------------------------------------
+
+def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, *,
+             images: Optional[dict[str, np.ndarray]] = None, source: str = "model",
+             n: int = 50000, steps: Optional[int] = None, batch_size: Optional[int] = None,
+             seed: int = 0, z: str = "mu", grid: Optional[Path] = None,
+             run_dir: Optional[str] = None, progress: bool = True) -> dict:
+    """Score `metrics` and return {metric: entry}; every entry holds its `protocol`.
+
+    run: the loaded model (`core.runs.load_run`); needed to sample and for recon.
+    images: image sets to score instead of samples of `run` (a sample file, real images), with
+        `source` naming them ("file", "real_test"); default: `n` samples of `run` ("model", or
+        "untrained" for a model at its initialisation), each scored as VAE proposals and as
+        Langevin-revised samples.
+    steps: Langevin steps (default the config's sample.steps); batch_size: chains per sampling
+        batch (default train.num_chains); seed: seeds the sampling; z: "mu" or "sample" (recon's
+        latent); grid: recon's PNG (None: none written); run_dir: recorded in the protocol.
+    """
+    metrics = parse_metrics(metrics)
+    missing = sorted(set(metrics) - set(prereq.metrics))
+    if missing:
+        raise EvaluationError(f"the prerequisites were loaded for {prereq.metrics}, not {missing}")
+    scored = [m for m in metrics if m in SAMPLE_METRICS]
+    if run is None and ("recon" in metrics or (scored and images is None)):
+        raise EvaluationError("nothing to evaluate: give a run (--ckpt RUN_DIR), or image sets "
+                              "(--images NPZ, --real SPLIT); recon always needs a run")
+    if scored and n < 10 and images is None:
+        raise EvaluationError("n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
+    cfg = run.cfg if run is not None else None
+    if steps is None and cfg is not None:
+        steps = cfg.sample.steps
+    batch_size = batch_size or (cfg.train.num_chains if cfg is not None else None)
+    from_model = images is None
+    seed_all(seed)
+    sets: dict[str, np.ndarray] = {}
+    if scored:
+        if from_model:
+            pair = ancestral_sample(run.models, n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
+                                    batch_size, progress)
+            sets = {"proposals": pair.proposals, "revised": pair.revised}
+        else:
+            sets = images
+    protocol = {"source": source, "dataset": prereq.dataset,
+                "num_samples": min(len(v) for v in sets.values()) if sets else None,
+                "langevin_steps": steps if from_model else None,
+                "reference": prereq.reference, "seed": seed,
+                "iteration": run.iteration if from_model and run is not None else None,
+                "run": run_dir}
+    results: dict = {}
+    if "fid" in metrics or "is" in metrics:
+        inc = inception_results(prereq.inception, sets, prereq.fid_stats, "fid" in metrics,
+                                "is" in metrics, INCEPTION_BATCH, progress)
+        for name, entry in inc.items():
+            results[name] = {"protocol": protocol, **entry}
+        if "fid" in results:
+            results["fid"]["reference_stats"] = prereq.fid_stats_path
+    if "cls_fid" in metrics:
+        results["cls_fid"] = {"protocol": protocol, "classifier": prereq.classifier_path,
+                              **cls_fid_results(prereq.classifier, sets, prereq.reference)}
+    if "cls_is" in metrics:
+        results["cls_is"] = {"protocol": protocol, "classifier": prereq.classifier_path,
+                             **cls_is_results(prereq.classifier, sets)}
+    if "recon" in metrics:
+        results["recon"] = _reconstruction(run, prereq.test_images, steps, batch_size, z, grid,
+                                           {**protocol, "source": source}, progress)
+    return {m: results[m] for m in metrics}
+
+
+def _reconstruction(run: Run, images: np.ndarray, steps: int, batch_size: int, z: str,
+                    grid: Optional[Path], protocol: dict, progress: bool) -> dict:
+    """Test images -> encoder (mean or sample) -> decoder -> Langevin: MSE / PSNR, a grid."""
+    if z not in ("mu", "sample"):
+        raise EvaluationError(f"z must be 'mu' or 'sample', got {z!r}")
+    pair = reconstruct(run.models, images, with_steps(run.cfg.langevin, steps), use_mean=z == "mu",
+                       batch_size=batch_size, progress=progress)
+    proto = {**protocol, "num_samples": len(images), "langevin_steps": steps,
+             "iteration": run.iteration, "reference": "test split"}
+    out = {"protocol": proto, "z": z, "num_images": len(images),
+           **recon_results(pair.proposals, pair.revised, images)}
+    if grid is not None:
+        save_grids(grid, [("observed (test)", images[:64]), ("decoded g(z)", pair.proposals[:64]),
+                          (f"revised ({steps} Langevin steps)", pair.revised[:64])])
+        out["grid"] = str(grid)
+    return out
+
+
+# ---- during training ------------------------------------------------------------------------------
+
+def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True) -> Evaluation:
     """The classifier-FID `Evaluation` for `fit` (eval.every > 0): FID of `eval.num_samples`
-    proposals and revised samples (training Langevin steps), drawn from the same z each time."""
-    import paddle
-
-    from ebm_vae.core.sampling import ancestral_sample
-    from ebm_vae.core.train import Evaluation
-    from ebm_vae.utils.runtime import seed_all
-
+    proposals and revised samples (training Langevin steps), drawn from the same z each time.
+    Pass it to `core.train.train_generation(..., evaluation=training_evaluation)`."""
     ev = cfg.eval
     clf = ensure_classifier(classifier_path(run_dir, ev.classifier), cfg.data.name, cfg.data.root,
                             ev.classifier_epochs, progress)
@@ -138,3 +345,16 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
 
     title = f"classifier FID vs {ev.reference} (offline; not paper FID)"
     return Evaluation(ev.every, keys, run, title)
+
+
+def write_inception_stats(dataset: str, root: Optional[str], split: str,
+                          inception: Union[str, FIDInceptionV3, None], out: Optional[Path] = None,
+                          progress: bool = True) -> tuple[Path, int]:
+    """Inception pool3 statistics of a dataset split (FID's reference), written to `out`
+    (default stats/inception_<dataset>_<split>.npz); returns the path and the image count."""
+    net = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
+    images, _ = datasets.load_split(dataset, root, split)
+    feats, _ = inception_outputs(net, images, batch_size=INCEPTION_BATCH, progress=progress)
+    out = Path(out or default_inception_stats(dataset, split))
+    feature_stats(feats).save(out, dataset=dataset, split=split)
+    return out, len(images)

@@ -1,0 +1,139 @@
+"""Reproduce a table: train what is missing (reuse / resume / train), evaluate every run through
+the one evaluation path (`ebm_vae.eval.evaluate`), cache the values by protocol, write the report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from ebm_vae.completion.evaluate import evaluate as evaluate_completion
+from ebm_vae.completion.model import train_completion
+from ebm_vae.core.runs import load_run
+from ebm_vae.core.train import train_generation
+from ebm_vae.eval.evaluate import (Prerequisites, default_inception_stats, ensure_classifier,
+                                   evaluate, prerequisites, training_evaluation)
+from ebm_vae.eval.inception import load_inception
+from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
+from ebm_vae.reproduce.report import Row, setting, write_report
+from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_name
+from ebm_vae.utils.atomic import write_text
+
+EVAL_CACHE = "table_eval.json"
+
+
+def train_run(run: PlannedRun, threads: Optional[int], progress: bool = True) -> int:
+    """Train, resume or reuse; returns the run's iteration count."""
+    state, it = run_state(run.run_dir, run.target)
+    if state == "done":
+        return it
+    if hasattr(run.cfg, "mask"):
+        train_completion(run.cfg, run.run_dir, run.target, resume=state == "resume", progress=progress)
+    else:
+        train_generation(run.cfg, run.run_dir, run.target, resume=state == "resume",
+                         progress=progress, threads=threads, evaluation=training_evaluation)
+    return run_state(run.run_dir, run.target)[1]  # below target if the schedule is shorter
+
+
+def eval_steps(cfg: Any, scale: ScaleSpec) -> int:
+    return cfg.langevin.steps if scale.eval_langevin == "train" else cfg.sample.steps
+
+
+def protocol(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> str:
+    """One line saying how a value was obtained."""
+    n = scale.num_samples
+    if metric == "recon":
+        what = f"{n or 'all'} test images, z = encoder mean"
+    elif metric == "completion":
+        what = f"{n or 'all'} test images, seeded {run.cfg.mask.kind} holes"
+    else:
+        what = f"{n} samples vs train split"
+    return (f"{run.cfg.data.name}, {iteration} iterations, {what}, "
+            f"{eval_steps(run.cfg, scale)} Langevin steps at test, seed {run.cfg.seed}")
+
+
+def _read_cache(run_dir: Path) -> dict:
+    path = run_dir / EVAL_CACHE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def evaluate_run(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int,
+                 prereq: dict[str, Prerequisites], progress: bool = True) -> dict[str, float]:
+    """The metric's columns for one trained run, cached in the run folder by protocol."""
+    key = f"{metric}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
+    cache = _read_cache(run.run_dir)
+    if key not in cache:
+        cache[key] = _measure(run, metric, scale, prereq, progress)
+        write_text(run.run_dir / EVAL_CACHE, json.dumps(cache, indent=2) + "\n")
+    return cache[key]
+
+
+def table_values(metric: str, entry: dict) -> dict[str, float]:
+    """The report columns (report.COLUMNS) of one `eval.evaluate` entry."""
+    if metric in ("fid", "cls_fid"):
+        return {k: entry[k] for k in ("revised", "proposals")}
+    if metric in ("is", "cls_is"):
+        return {"revised": entry["revised"][0], "revised_std": entry["revised"][1],
+                "proposals": entry["proposals"][0]}
+    if metric == "recon":
+        return {"psnr_revised": entry["revised"]["psnr_db"], "psnr_decoded": entry["decoded"]["psnr_db"],
+                "mse_revised": entry["revised"]["mse"], "mse_decoded": entry["decoded"]["mse"]}
+    raise ValueError(f"no table columns for metric {metric!r}")
+
+
+def _measure(run: PlannedRun, metric: str, scale: ScaleSpec, prereq: dict[str, Prerequisites],
+             progress: bool) -> dict[str, float]:
+    steps = eval_steps(run.cfg, scale)
+    if metric == "completion":
+        report = evaluate_completion(run.run_dir, run.run_dir / "eval_table", run.cfg.data.root, None,
+                                     scale.num_samples or None, run.cfg.seed, steps)
+        methods = report["methods"]
+        ours, harm = methods["ours (conditional EBM + cVAE)"], methods["harmonic interpolation"]
+        return {"psnr_hole": ours["psnr_hole"]["mean"], "ssim_hole": ours["ssim_hole"]["mean"],
+                "l1_hole": ours["l1_hole"]["mean"], "psnr_hole_harmonic": harm["psnr_hole"]["mean"]}
+    results = evaluate(load_run(run.run_dir), [metric], prereq[run.cfg.data.name],
+                       n=scale.num_samples, steps=steps, batch_size=run.cfg.train.num_chains,
+                       seed=run.cfg.seed, run_dir=str(run.run_dir), progress=progress)
+    return table_values(metric, results[metric])
+
+
+def prerequisites_by_dataset(metric: str, runs: list[PlannedRun], scale: ScaleSpec, cache_dir: Path,
+                             inception: Optional[str], progress: bool = True
+                             ) -> dict[str, Prerequisites]:
+    """What the metric needs per dataset, loaded (the offline classifier: trained and cached in
+    `cache_dir`/<dataset>.ckpt) before any training starts, so nothing fails late."""
+    if metric == "completion":
+        return {}
+    datasets = sorted({r.cfg.data.name: r.cfg.data.root for r in runs}.items())
+    net = load_inception(inception) if metric in ("fid", "is") else None
+    out = {}
+    for name, root in datasets:
+        clf = (ensure_classifier(cache_dir / f"{name}.ckpt", name, root, scale.classifier_epochs,
+                                 progress) if metric in ("cls_fid", "cls_is") else None)
+        out[name] = prerequisites([metric], name, root, reference="train", inception=net,
+                                  fid_stats=default_inception_stats(name, "train"), classifier=clf,
+                                  recon_n=scale.num_samples or None)
+    return out
+
+
+def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: Path,
+              roots: dict[str, str], folder: Optional[str], threads: Optional[int] = None,
+              inception: Optional[str] = None, extra: list[str] = (), progress: bool = True
+              ) -> list[Path]:
+    """Train what is missing, evaluate every run, write the report. Call
+    `runtime.configure_runtime` first."""
+    spec = load_table(table_path)
+    scale: ScaleSpec = getattr(spec.scales, scale_name)
+    runs = plan(spec, table_path, scale_name, runs_root, roots, folder, extra)
+    metric = metric_name(spec, scale)
+    prereq = prerequisites_by_dataset(metric, runs, scale, runs_root / "classifiers", inception,
+                                      progress)
+    rows = []
+    for k, run in enumerate(runs, 1):
+        print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}': {run.run_dir}", flush=True)
+        it = train_run(run, threads, progress)
+        values = evaluate_run(run, metric, scale, it, prereq, progress)
+        rows.append(Row(run.spec.label, setting(run.spec), values, run.spec.paper,
+                        protocol(run, metric, scale, it), run.spec.group, run.spec.x))
+        write_report(spec, scale_name, metric, rows, results_dir)  # partial tables along the way
+    return write_report(spec, scale_name, metric, rows, results_dir)
