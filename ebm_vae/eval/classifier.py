@@ -145,6 +145,7 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
             f"no classifier at {path}. Train one (a few minutes on CPU) with "
             f"`python tools/evaluate.py --train-classifier --ckpt RUN_DIR` (cached in the run folder) "
             f"or `--train-classifier --dataset NAME --data-root DIR --classifier {path}`")
+
     def not_one(why: str) -> str:
         return (f"{path} is not a classifier checkpoint of `tools/evaluate.py --train-classifier` "
                 f"({why}); train one with `python tools/evaluate.py --train-classifier ... "

@@ -15,6 +15,7 @@ Weights are never downloaded here: `load_inception` reads a converted `.pdparams
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import write_bytes
+from ebm_vae.utils.progress import Progress
 
 WEIGHTS_ENV = "EBM_VAE_INCEPTION"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -259,8 +262,6 @@ def load_inception(path: Optional[str] = None) -> FIDInceptionV3:
 def inception_outputs(net: FIDInceptionV3, images: np.ndarray, batch_size: int = 50,
                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """pool3 features [N, 2048] (float64) and softmax class probabilities [N, 1008] of images."""
-    from ebm_vae.utils.progress import Progress
-
     feats, probs = [], []
     bar = Progress(len(images), desc="inception", enabled=progress)
     with paddle.no_grad():
@@ -314,9 +315,7 @@ def convert_file(src: str | Path, dst: str | Path) -> int:
     number of parameters written."""
     state = convert_state_dict(read_torch_state(src))
     check_state(expected_shapes(), state, str(src))
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(tmp))
-    tmp.replace(dst)
+    buf = io.BytesIO()
+    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, buf)
+    write_bytes(dst, buf.getvalue())
     return sum(v.size for v in state.values())

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
+from ebm_vae.eval.image_metrics import psnr
+from ebm_vae.utils.atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class FeatureStats:
@@ -25,11 +28,9 @@ class FeatureStats:
 
     def save(self, path: str | Path, **meta: str) -> None:
         """Write an .npz (keys mu, sigma, n and string metadata), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=self.n, **{k: np.array(v) for k, v in meta.items()})
-        tmp.replace(path)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, mu=self.mu, sigma=self.sigma, n=self.n,
+                     **{k: np.array(v) for k, v in meta.items()})
 
     @staticmethod
     def load(path: str | Path) -> tuple["FeatureStats", dict[str, str]]:
@@ -94,8 +95,6 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
 def mse_psnr(images: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     """Per-pixel MSE and mean per-image PSNR (dB) of images clipped to [-1, 1], both on the
     [0, 1] scale (data range 1, as ebm_vae.eval.image_metrics)."""
-    from ebm_vae.eval.image_metrics import psnr
-
     a, b = np.clip(images, -1.0, 1.0), np.clip(targets, -1.0, 1.0)
     mse = ((a.astype(np.float64) - b) / 2.0) ** 2
     return float(mse.mean()), float(psnr(a, b).mean())
