@@ -210,7 +210,7 @@ def test_classifier_score_is_the_inception_score_of_the_classifier_softmax(tiny_
     import paddle
     import paddle.nn.functional as F
 
-    from ebm_vae.eval.classifier import Classifier, TrainedClassifier, quantize
+    from ebm_vae.eval.classifier import Classifier, TrainedClassifier, predict, quantize
     from ebm_vae.eval.evaluate import classifier_score
     from ebm_vae.eval.metrics import inception_score
 
@@ -218,11 +218,33 @@ def test_classifier_score_is_the_inception_score_of_the_classifier_softmax(tiny_
     net = Classifier(1)
     net.eval()
     clf = TrainedClassifier(net, "mnist", (1, 8, 8), 0.5, {})
+    # 200 images: 16 in 10 splits of one image would score 1 whatever the probabilities
+    images = np.linspace(-1, 1, 200, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 8, 8),
+                                                                                      np.float32)
+    images = images * np.linspace(0.2, 1, 8, dtype=np.float32)[None, None, None, :]
+    images = images[np.random.default_rng(1).permutation(200)]
     with paddle.no_grad():
-        probs = F.softmax(net(paddle.to_tensor(quantize(tiny_images))), axis=1).numpy()
+        probs = F.softmax(net(paddle.to_tensor(quantize(images))), axis=1).numpy()
     expect = inception_score(probs, splits=10)
-    assert classifier_score(clf, tiny_images) == pytest.approx(expect, rel=1e-5)
-    assert 1.0 <= classifier_score(clf, tiny_images)[0] <= 10.0
+    assert classifier_score(clf, images) == pytest.approx(expect, rel=1e-5)
+    assert expect[0] > 1.0 + 1e-6 and expect[1] > 0  # the comparison above can tell errors apart
+    # closed forms: confident predictions (a scaled-up head) score exp(H(label histogram)) per
+    # split; a head of zeros (uniform probabilities) scores exactly 1
+    with paddle.no_grad():
+        net.head.weight.set_value(paddle.randn(net.head.weight.shape) * 1e7)
+        net.head.bias.set_value(paddle.zeros(net.head.bias.shape))
+    labels = predict(net, images)[1]
+    assert len(set(labels.tolist())) >= 2  # a non-trivial histogram
+    per_split = []
+    for part in labels.reshape(10, 20):
+        hist = np.bincount(part, minlength=10) / 20.0
+        per_split.append(np.exp(-sum(p * np.log(p) for p in hist if p > 0)))
+    assert classifier_score(clf, images) == pytest.approx((np.mean(per_split), np.std(per_split)),
+                                                         rel=1e-4)
+    assert np.mean(per_split) > 1.2
+    with paddle.no_grad():
+        net.head.weight.set_value(paddle.zeros(net.head.weight.shape))
+    assert classifier_score(clf, images) == pytest.approx((1.0, 0.0), abs=1e-9)
     with pytest.raises(FileNotFoundError, match="shape"):
         classifier_score(clf, tiny_images[:, :, :4, :4])
 
