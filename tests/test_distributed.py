@@ -78,6 +78,7 @@ def _iterations(run_dir: Path) -> list[int]:
     return [int(r["iteration"]) for r in csv.DictReader(open(run_dir / "log.csv"))]
 
 
+@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
 def test_two_workers_equal_one_process_and_resume_across_worker_counts(tiny_raw, tiny_images,
                                                                       tmp_path):
     # No batch norm, no dropout: nothing then depends on the worker count but summation order.
@@ -110,6 +111,7 @@ def test_two_workers_equal_one_process_and_resume_across_worker_counts(tiny_raw,
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["iteration"] == 5
 
 
+@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
 def test_workers_with_batch_norm_and_dropout_stay_identical_and_worker_0_writes(
         tiny_raw, tiny_images, tmp_path):
     # Per-worker batch-norm statistics and dropout masks: the run differs from one process, but
@@ -127,6 +129,7 @@ def test_workers_with_batch_norm_and_dropout_stay_identical_and_worker_0_writes(
         "iter_0000002.png", "iter_0000003.png"]
 
 
+@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
 def test_a_nan_on_one_worker_stops_all_workers(tiny_raw, tiny_images, tmp_path):
     tiny_raw["data"]["shuffle"] = "never"
     tiny_images[10, 0, 3, 3] = np.nan  # batch 2 = images 6..11; worker 1 holds 9..11

@@ -52,6 +52,7 @@ def test_convert_state_dict_renames_transposes_and_drops():
     assert out["fc.weight"].dtype == np.float32
 
 
+@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
 def test_converted_weights_load_exactly_and_give_pool3_and_logits(tmp_path, monkeypatch):
     shapes = expected_shapes()
     sd = _torch_named(shapes, np.random.default_rng(0))

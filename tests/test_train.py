@@ -104,6 +104,7 @@ def _tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
 def test_train_tool_end_to_end_on_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in [("train", 8), ("t10k", 4)]:
