@@ -1,12 +1,17 @@
-"""PNG output with Pillow only: image grids and simple line plots of training curves."""
+"""PNG output with Pillow only: image grids, and line plots of training curves with labelled
+ticks, a legend, and a log or symlog y-axis where the values span decades."""
 from __future__ import annotations
 
+import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ebm_vae.utils.atomic import write_bytes
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -48,60 +53,187 @@ def save_grids(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], nrow:
 
 
 def _save(img: Image.Image, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
 
+
+# ---- line plots -------------------------------------------------------------------------------
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+DECADES = 3  # a series spanning this many decades (or more) gets a log / symlog axis
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A y-axis: "linear", "log" (all values > 0) or "symlog" (linear within +-linthresh,
+    logarithmic outside: sign(y) log10(1 + |y| / linthresh))."""
+    kind: str
+    linthresh: float = 1.0
+
+    def forward(self, y: float) -> float:
+        if self.kind == "log":
+            return math.log10(y)
+        if self.kind == "symlog":
+            return math.copysign(math.log10(1.0 + abs(y) / self.linthresh), y)
+        return y
+
+    def inverse(self, t: float) -> float:
+        if self.kind == "log":
+            return 10.0 ** t
+        if self.kind == "symlog":
+            return math.copysign(self.linthresh * (10.0 ** abs(t) - 1.0), t)
+        return t
+
+    def label(self) -> str:
+        return {"linear": "", "log": "log y", "symlog": f"symlog y, linear within ±{_fmt(self.linthresh)}"}[self.kind]
+
+
+def choose_scale(values: Sequence[float], decades: float = DECADES) -> Scale:
+    """The y-axis for `values` (non-finite ones ignored).
+
+    A series is *wide* when its non-zero magnitudes span at least `decades` decades, and
+    *dominated* when its largest magnitude is at least 10 x the median one (a runaway or a spike
+    squashes everything else on a linear axis). All values > 0, wide or dominated: log. Values
+    that touch or cross zero, dominated: symlog, linear within +-linthresh = the power of ten below
+    the 10th percentile of the non-zero magnitudes. Everything else: linear."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    mags = np.abs(v[v != 0])
+    if v.size < 2 or mags.size == 0:
+        return Scale("linear")
+    wide = mags.max() / mags.min() >= 10.0 ** decades
+    dominated = mags.max() >= 10.0 * np.median(np.abs(v))
+    if (v > 0).all():
+        return Scale("log") if wide or dominated else Scale("linear")
+    if not dominated:
+        return Scale("linear")
+    return Scale("symlog", 10.0 ** math.floor(math.log10(float(np.percentile(mags, 10)))))
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About `n` round values (1, 2, 5 x 10^k steps) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    k = 0
+    while first + k * step <= hi + step * 1e-9:
+        t = first + k * step
+        ticks.append(0.0 if abs(t) < step * 1e-9 else t)
+        k += 1
+    return ticks
+
+
+def scale_ticks(scale: Scale, lo: float, hi: float, n: int = 6) -> list[float]:
+    """Tick values (in data units) for a y-range [lo, hi] under `scale`: round values (linear),
+    powers of ten (log), or 0, +-linthresh and +-powers of ten beyond it (symlog); thinned to
+    about `n`."""
+    if scale.kind == "linear":
+        return nice_ticks(lo, hi, n)
+    if scale.kind == "log":
+        ticks = [10.0 ** k for k in range(math.ceil(math.log10(lo) - 1e-9),
+                                          math.floor(math.log10(hi) + 1e-9) + 1)]
+        if len(ticks) < 2:  # less than a decade: round values instead
+            return nice_ticks(lo, hi, n)
+    else:
+        base = math.log10(scale.linthresh)
+        top = max(abs(lo), abs(hi))
+        pos = [10.0 ** k for k in range(round(base), math.floor(math.log10(top) + 1e-9) + 1)] if top > 0 else []
+        ticks = [-t for t in reversed(pos) if -t >= lo] + ([0.0] if lo <= 0 <= hi else []) + [t for t in pos if t <= hi]
+    keep = max(1, math.ceil(len(ticks) / n))
+    if keep > 1:  # thin out, keeping 0 (symlog) and the ends' decades
+        ticks = [t for i, t in enumerate(ticks) if (i - ticks.index(min(ticks, key=abs))) % keep == 0]
+    return ticks
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e4 or a < 1e-3:
+        mant, exp = f"{v:.2e}".split("e")
+        mant = mant.rstrip("0").rstrip(".")
+        return f"{mant}e{int(exp)}"
+    return f"{v:.4g}"
 
 
 def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
            series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
-    """One line-plot panel inside `box` = (left, top, right, bottom)."""
+    """One line-plot panel inside `box` = (left, top, right, bottom): labelled ticks on both
+    axes, a log or symlog y-axis where the values span decades, and a legend."""
     font = ImageFont.load_default()
     left, top, right, bottom = box
-    draw.text((left + 50, top + 2), title, fill="black", font=font)
-    px0, py0, px1, py1 = left + 50, top + 18, right - 10, bottom - 22
+    px0, py0, px1, py1 = left + 62, top + 18, right - 12, bottom - 30
+    xs = [x for xv, yv in series.values() for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
+    ys = [y for xv, yv in series.values() for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
+    scale = choose_scale(ys)
+    note = scale.label()
+    draw.text((px0, top + 3), f"{title}  [{note}]" if note else title, fill="black", font=font)
     draw.rectangle([px0, py0, px1, py1], outline="black")
-    xs = [x for xv, _ in series.values() for x in xv]
-    ys = [y for _, yv in series.values() for y in yv if math.isfinite(y)]
-    if not xs or not ys:
+    if not xs:
+        draw.text((px0 + 8, py0 + 8), "no finite values", fill="gray", font=font)
         return
-    xmin, xmax = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    ymin, ymax = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    draw.text((left + 2, py0), _fmt(ymax), fill="black", font=font)
-    draw.text((left + 2, py1 - 10), _fmt(ymin), fill="black", font=font)
-    draw.text((px0, py1 + 4), _fmt(xmin), fill="black", font=font)
-    draw.text((px1 - 40, py1 + 4), _fmt(xmax), fill="black", font=font)
+    xmin, xmax = min(xs), max(xs)
+    if xmax <= xmin:
+        xmin, xmax = xmin - 0.5, xmax + 0.5
+    ymin, ymax = min(ys), max(ys)
+    tmin, tmax = scale.forward(ymin), scale.forward(ymax)
+    if tmax <= tmin:
+        pad = abs(tmin) * 0.05 or 0.5
+        tmin, tmax = tmin - pad, tmax + pad
+    else:
+        pad = (tmax - tmin) * 0.05
+        tmin, tmax = tmin - pad, tmax + pad
 
     def to_px(x: float, y: float) -> tuple[float, float]:
         return (px0 + (x - xmin) / (xmax - xmin) * (px1 - px0),
-                py1 - (y - ymin) / (ymax - ymin) * (py1 - py0))
+                py1 - (scale.forward(y) - tmin) / (tmax - tmin) * (py1 - py0))
 
+    for t in scale_ticks(scale, scale.inverse(tmin), scale.inverse(tmax)):
+        _, y = to_px(xmin, t)
+        if py0 - 0.5 <= y <= py1 + 0.5:
+            draw.line([(px0, y), (px1, y)], fill="#e6e6e6")
+            draw.line([(px0 - 4, y), (px0, y)], fill="black")
+            label = _fmt(t)
+            draw.text((px0 - 6 - draw.textlength(label, font=font), y - 5), label, fill="black", font=font)
+    for t in nice_ticks(xmin, xmax, 6):
+        x, _ = to_px(t, ymin)
+        if px0 - 0.5 <= x <= px1 + 0.5:
+            draw.line([(x, py1), (x, py1 + 4)], fill="black")
+            label = _fmt(t)
+            draw.text((x - draw.textlength(label, font=font) / 2, py1 + 6), label, fill="black", font=font)
     for k, (name, (xv, yv)) in enumerate(series.items()):
         color = _COLORS[k % len(_COLORS)]
-        pts = [to_px(x, y) for x, y in zip(xv, yv) if math.isfinite(y)]
+        pts = [to_px(x, y) for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
         if len(pts) > 1:
             draw.line(pts, fill=color, width=1)
-        elif pts:
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=color)
-        draw.text((px0 + 6 + 110 * k, py0 + 4), name, fill=color, font=font)
+        for px, py in pts if len(pts) <= 20 else []:
+            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
+    # legend: a line sample and the name of each series, on a white box at the top right
+    names = list(series)
+    width = max(draw.textlength(n, font=font) for n in names) + 30
+    lx0, ly0 = px1 - width - 6, py0 + 6
+    draw.rectangle([lx0, ly0, px1 - 6, ly0 + 4 + 12 * len(names)], fill="white", outline="#999999")
+    for k, name in enumerate(names):
+        color = _COLORS[k % len(_COLORS)]
+        y = ly0 + 8 + 12 * k
+        draw.line([(lx0 + 4, y), (lx0 + 20, y)], fill=color, width=2)
+        draw.text((lx0 + 24, y - 5), name, fill="black", font=font)
 
 
 def save_plots(path: str | Path, panels: Sequence[tuple[str, dict]], xlabel: str = "iteration",
-               width: int = 480, height: int = 240) -> None:
+               width: int = 560, height: int = 260) -> None:
     """Save stacked line plots; each panel is (title, {series name: (xs, ys)})."""
-    img = Image.new("RGB", (width, height * len(panels) + 14), "white")
+    img = Image.new("RGB", (width, height * len(panels) + 16), "white")
     draw = ImageDraw.Draw(img)
     for i, (title, series) in enumerate(panels):
         _panel(draw, (0, i * height, width, (i + 1) * height), title, series)
-    draw.text((width // 2 - 20, height * len(panels)), xlabel, fill="black",
-              font=ImageFont.load_default())
+    font = ImageFont.load_default()
+    draw.text(((width - draw.textlength(xlabel, font=font)) / 2, height * len(panels)), xlabel,
+              fill="black", font=font)
     _save(img, path)
