@@ -98,3 +98,180 @@ def test_pth_is_read_when_torch_is_installed(tmp_path):
     torch.save({"fc.weight": torch.ones(3, 2), "fc.bias": torch.zeros(3)}, tmp_path / "w.pth")
     state = inception.read_torch_state(tmp_path / "w.pth")
     assert state["fc.weight"].shape == (3, 2) and isinstance(state["fc.bias"], np.ndarray)
+
+
+# ---- numerical comparison with pytorch-fid's network ------------------------------------------
+
+def _torchvision_stub():
+    """A stand-in `torchvision` for pytorch-fid when the real one does not import (its compiled ops
+    must match the torch build). pytorch-fid takes from it only the Inception-v3 skeleton: the
+    `inception_v3` constructor (stem convolutions, Mixed_6a, Mixed_7a, fc; pytorch-fid then
+    replaces Mixed_5b-5d, 6b-6e, 7b, 7c by its own FID blocks), the InceptionA/C/E layouts its FID
+    blocks subclass (it overrides their forward), and `__version__`. Written here from the
+    Inception-v3 architecture (Szegedy et al. 2016; torchvision's parameter names)."""
+    import types
+
+    import torch
+    import torch.nn.functional as TF
+    from torch import nn
+
+    class BasicConv2d(nn.Module):
+        def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+            self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+        def forward(self, x):
+            return TF.relu(self.bn(self.conv(x)))
+
+    def convs(module, specs):
+        for name, cin, cout, k, s, p in specs:
+            setattr(module, name, BasicConv2d(cin, cout, k, s, p))
+
+    class InceptionA(nn.Module):
+        def __init__(self, c, pool_features):
+            super().__init__()
+            convs(self, [("branch1x1", c, 64, 1, 1, 0), ("branch5x5_1", c, 48, 1, 1, 0),
+                         ("branch5x5_2", 48, 64, 5, 1, 2), ("branch3x3dbl_1", c, 64, 1, 1, 0),
+                         ("branch3x3dbl_2", 64, 96, 3, 1, 1), ("branch3x3dbl_3", 96, 96, 3, 1, 1),
+                         ("branch_pool", c, pool_features, 1, 1, 0)])
+
+    class InceptionB(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            convs(self, [("branch3x3", c, 384, 3, 2, 0), ("branch3x3dbl_1", c, 64, 1, 1, 0),
+                         ("branch3x3dbl_2", 64, 96, 3, 1, 1), ("branch3x3dbl_3", 96, 96, 3, 2, 0)])
+
+        def forward(self, x):
+            d = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return torch.cat([self.branch3x3(x), d, TF.max_pool2d(x, 3, 2)], 1)
+
+    class InceptionC(nn.Module):
+        def __init__(self, c, channels_7x7):
+            super().__init__()
+            c7, row, col = channels_7x7, ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
+            convs(self, [("branch1x1", c, 192, 1, 1, 0), ("branch7x7_1", c, c7, 1, 1, 0),
+                         ("branch7x7_2", c7, c7, *row), ("branch7x7_3", c7, 192, *col),
+                         ("branch7x7dbl_1", c, c7, 1, 1, 0), ("branch7x7dbl_2", c7, c7, *col),
+                         ("branch7x7dbl_3", c7, c7, *row), ("branch7x7dbl_4", c7, c7, *col),
+                         ("branch7x7dbl_5", c7, 192, *row), ("branch_pool", c, 192, 1, 1, 0)])
+
+    class InceptionD(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            convs(self, [("branch3x3_1", c, 192, 1, 1, 0), ("branch3x3_2", 192, 320, 3, 2, 0),
+                         ("branch7x7x3_1", c, 192, 1, 1, 0),
+                         ("branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3)),
+                         ("branch7x7x3_3", 192, 192, (7, 1), 1, (3, 0)),
+                         ("branch7x7x3_4", 192, 192, 3, 2, 0)])
+
+        def forward(self, x):
+            a = self.branch3x3_2(self.branch3x3_1(x))
+            b = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+            return torch.cat([a, b, TF.max_pool2d(x, 3, 2)], 1)
+
+    class InceptionE(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            convs(self, [("branch1x1", c, 320, 1, 1, 0), ("branch3x3_1", c, 384, 1, 1, 0),
+                         ("branch3x3_2a", 384, 384, (1, 3), 1, (0, 1)),
+                         ("branch3x3_2b", 384, 384, (3, 1), 1, (1, 0)),
+                         ("branch3x3dbl_1", c, 448, 1, 1, 0), ("branch3x3dbl_2", 448, 384, 3, 1, 1),
+                         ("branch3x3dbl_3a", 384, 384, (1, 3), 1, (0, 1)),
+                         ("branch3x3dbl_3b", 384, 384, (3, 1), 1, (1, 0)),
+                         ("branch_pool", c, 192, 1, 1, 0)])
+
+    class Inception3(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            convs(self, [("Conv2d_1a_3x3", 3, 32, 3, 2, 0), ("Conv2d_2a_3x3", 32, 32, 3, 1, 0),
+                         ("Conv2d_2b_3x3", 32, 64, 3, 1, 1), ("Conv2d_3b_1x1", 64, 80, 1, 1, 0),
+                         ("Conv2d_4a_3x3", 80, 192, 3, 1, 0)])
+            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = (InceptionA(192, 32), InceptionA(256, 64),
+                                                           InceptionA(288, 64))
+            self.Mixed_6a = InceptionB(288)
+            self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
+            self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
+            self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = InceptionD(768), InceptionE(1280), InceptionE(2048)
+            self.fc = nn.Linear(2048, num_classes)
+
+    def inception_v3(num_classes=1000, aux_logits=True, weights=None, init_weights=None):
+        assert not aux_logits and weights is None  # pytorch-fid's FID path
+        return Inception3(num_classes)
+
+    tv = types.ModuleType("torchvision")
+    tv.__version__ = "0.17.0"  # pytorch-fid passes init_weights / weights as for torchvision >= 0.13
+    models = types.ModuleType("torchvision.models")
+    inception = types.ModuleType("torchvision.models.inception")
+    inception.InceptionA, inception.InceptionC, inception.InceptionE = InceptionA, InceptionC, InceptionE
+    models.inception, models.inception_v3, tv.models = inception, inception_v3, models
+    return {"torchvision": tv, "torchvision.models": models, "torchvision.models.inception": inception}
+
+
+def _random_fid_state(rng) -> dict[str, np.ndarray]:
+    """pytorch-fid-named weights (the layout of pt_inception-2015-12-05) at scales that keep the
+    activations O(1) through all 94 convolutions: He-normal convs, batch norms near identity."""
+    out = {}
+    for name, shape in expected_shapes().items():
+        tname = name.replace("._mean", ".running_mean").replace("._variance", ".running_var")
+        if name == "fc.weight":
+            value = rng.normal(0, 2048 ** -0.5, shape[::-1])  # torch: [1008, 2048]
+        elif name.endswith("conv.weight"):
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+        elif name.endswith("bn.weight"):
+            value = rng.uniform(0.8, 1.2, shape)
+        elif name.endswith("._variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # bn.bias, running means, fc.bias
+            value = rng.normal(0, 0.1, shape)
+        out[tname] = value.astype(np.float32)
+        if name.endswith("._variance"):
+            out[tname.replace("running_var", "num_batches_tracked")] = np.array(0, np.int64)
+    return out
+
+
+@pytest.mark.slow  # two Inception forwards at 299x299 in each framework
+def test_the_port_matches_pytorch_fids_network_on_the_same_random_weights(tmp_path, monkeypatch):
+    """The same random weights in pytorch-fid's InceptionV3 and in ours (through the converter):
+    pool3 features and logits of the same 8-bit images, resize and scaling included. No weights
+    are downloaded: pytorch-fid's download is stubbed with the random state dict."""
+    torch = pytest.importorskip("torch")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # not installed, or built for another torch: the stand-in above
+        for name, module in _torchvision_stub().items():
+            monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.delitem(sys.modules, "pytorch_fid.inception", raising=False)
+    fid_inception = pytest.importorskip("pytorch_fid.inception")
+    torch.set_num_threads(1)
+
+    state = _random_fid_state(np.random.default_rng(0))
+    monkeypatch.setattr(fid_inception, "load_state_dict_from_url",
+                        lambda *a, **k: {k2: torch.from_numpy(v) for k2, v in state.items()})
+    theirs = fid_inception.InceptionV3([3]).eval()  # resize to 299, [0, 1] -> [-1, 1], pool3
+    fc = fid_inception.fid_inception_v3().fc
+
+    np.savez(tmp_path / "pt.npz", **state)
+    convert_file(tmp_path / "pt.npz", tmp_path / "w.pdparams")
+    ours = load_inception(str(tmp_path / "w.pdparams"))
+
+    levels = np.random.default_rng(1).integers(0, 256, (2, 3, 32, 32))
+    with torch.no_grad():
+        pool_t = theirs(torch.from_numpy((levels / 255.0).astype(np.float32)))[0].flatten(1)
+        logits_t = fc(pool_t).numpy()
+        unbiased_t = (pool_t @ fc.weight.T).numpy()
+    pool_t = pool_t.numpy()
+    with paddle.no_grad():
+        pool_p = ours(preprocess((levels / 127.5 - 1.0).astype(np.float32)))
+        logits_p = ours.logits(pool_p, bias=True).numpy()
+        unbiased_p = ours.logits(pool_p).numpy()
+    pool_p = pool_p.numpy()
+    diffs = {name: float(np.abs(a - b).max()) for name, a, b in [
+        ("pool3", pool_p, pool_t), ("logits", logits_p, logits_t), ("unbiased logits", unbiased_p, unbiased_t)]}
+    print("max abs differences, ours vs pytorch-fid:", diffs,
+          f"(pool3 values up to {np.abs(pool_t).max():.3g}, logits up to {np.abs(logits_t).max():.3g})")
+    assert pool_t.shape == (2, 2048) and np.abs(pool_t).mean() > 0.05  # activations did not die out
+    assert np.std(logits_t) > 0.05 and not np.allclose(pool_t[0], pool_t[1], rtol=1e-2)
+    np.testing.assert_allclose(pool_p, pool_t, rtol=1e-3, atol=1e-4 * np.abs(pool_t).max())
+    np.testing.assert_allclose(logits_p, logits_t, rtol=1e-3, atol=1e-4 * np.abs(logits_t).max())
+    np.testing.assert_allclose(unbiased_p, unbiased_t, rtol=1e-3, atol=1e-4 * np.abs(unbiased_t).max())
