@@ -164,3 +164,34 @@ def test_one_evaluation_path_scores_image_sets_with_the_classifier_metrics():
         evaluate(None, ["recon"], pre, images={"real": real})
     with pytest.raises(ClassifierError, match="trained on toy, not mnist"):
         prerequisites(["cls_is"], "mnist", classifier=clf)
+
+
+def test_evaluate_tool_scores_a_sample_file_with_cls_fid_and_cls_is(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import evaluate as evaluate_tool
+
+    rng = np.random.default_rng(10)
+    clf = fit_classifier("mnist", {"train": _blobs(rng, 64), "test": _blobs(rng, 32)}, 1, progress=False)
+    save_classifier(tmp_path / "c.ckpt", clf)
+    images = _blobs(rng, 30)[0]
+    np.savez(tmp_path / "s.npz", images=images, proposals=images[::-1])
+    assert evaluate_tool.main(["--dataset", "mnist", "--images", str(tmp_path / "s.npz"), "--metrics",
+                               "cls_fid,cls_is", "--classifier", str(tmp_path / "c.ckpt"),
+                               "--reference", "test", "--n", "20", "--out", str(tmp_path / "e.json"),
+                               "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cls_fid") and "\ncls_is" in out
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["cls_is"]["protocol"]["num_samples"] == 20 and res["cls_is"]["protocol"]["source"] == "file"
+    from ebm_vae.eval.evaluate import classifier_score
+
+    assert res["cls_is"]["images"] == pytest.approx(list(classifier_score(clf, images[:20])))
+    assert res["cls_fid"]["proposals"] == pytest.approx(clf.fid(images[::-1][:20], "test"))
+    np.savez(tmp_path / "bad.npz", x=images)
+    assert evaluate_tool.main(["--dataset", "mnist", "--images", str(tmp_path / "bad.npz"),
+                               "--classifier", str(tmp_path / "c.ckpt"), "--n", "20"]) == 2
+    assert "has no array `images`" in capsys.readouterr().err
