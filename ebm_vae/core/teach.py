@@ -46,7 +46,8 @@ def vae_loss(encoder: Callable, decoder: Callable, x_revised: paddle.Tensor, gam
     chain or theta. Returns (loss, mean SSE, mean KL)."""
     x = x_revised.detach()
     mu, log_sigma = encoder(x)  # q_phi(z | x_tilde)
-    z = mu + paddle.randn(mu.shape, dtype=mu.dtype) * paddle.exp(log_sigma)  # z ~ q_phi(z | x_tilde)
+    eps = paddle.randn(mu.shape, dtype=mu.dtype)
+    z = mu + eps * paddle.exp(log_sigma)  # z ~ q_phi(z | x_tilde), reparameterised
     recon = ((decoder(z) - x) ** 2).flatten(1).sum(axis=1)  # ||g_alpha(z) - x_tilde||^2
     kl = kl_to_standard_normal(mu, log_sigma)
     return (recon + gamma * kl).mean(), recon.mean(), kl.mean()
@@ -79,8 +80,8 @@ def _checked(quantity: str, value: float | paddle.Tensor) -> float:
 def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, name: str,
             checks: dict[str, paddle.Tensor]) -> tuple[float, float]:
     """One Adam step on `loss`, refused (parameters untouched) if a value in `checks`, the loss
-    or the gradient is not finite. Every check follows backward, where a data-parallel engine
-    has summed the gradients. Returns (loss, gradient norm)."""
+    or the gradient is not finite. The checks follow backward (where a data-parallel engine has
+    already combined the workers' gradients). Returns (loss, gradient norm)."""
     opt.clear_grad()
     loss.backward()
     for quantity, value in checks.items():
