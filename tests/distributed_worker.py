@@ -5,8 +5,8 @@
 Runs the jobs of JOBS.json in order (one launch serves several checks, as each launch costs
 seconds of start-up):
 - {"kind": "train", "config", "images", "run_dir", "max_iters", "resume"}: `train_generation`;
-  writes RUN_DIR/rank<r>.npz (this worker's parameters and buffers) or, if training stops,
-  RUN_DIR/rank<r>.err (the error message).
+  writes RUN_DIR/rank<r>.npz (this worker's parameters, buffers and last proposals) or, if
+  training stops, RUN_DIR/rank<r>.err (the error message).
 - {"kind": "learn", "config", "out"}: `learn_once`; writes OUT/rank<r>.npz.
 """
 from __future__ import annotations
@@ -72,7 +72,8 @@ def run(job: dict) -> None:
     except TrainingError as err:
         (Path(job["run_dir"]) / f"rank{r}.err").write_text(str(err))
         return
-    np.savez(Path(job["run_dir"]) / f"rank{r}.npz", **state(task.models))
+    np.savez(Path(job["run_dir"]) / f"rank{r}.npz", **state(task.models),
+             proposals=task.last[0])  # this worker's chains g(z) of the last iteration
 
 
 if __name__ == "__main__":

@@ -154,8 +154,11 @@ def _rows(run_dir: Path) -> list[dict]:
 def test_workers_stay_identical_and_worker_0_writes(runs):
     ranks = _ranks(runs["dir"] / "full")
     assert any("_mean" in k for k in ranks[0])  # batch-norm running statistics are compared too
+    proposals = [r.pop("proposals") for r in ranks]
     for k in ranks[0]:
         np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
+    assert proposals[0].shape == (3, 1, 8, 8)  # 6 chains: 3 per worker
+    assert np.abs(proposals[0] - proposals[1]).min() > 0  # each worker draws its own chains
     saved = load_checkpoint(runs["dir"] / "full" / CHECKPOINT)
     assert saved["iteration"] == 4
     np.testing.assert_array_equal(saved["modules"]["decoder"]["net.1.norm._mean"],
@@ -167,9 +170,9 @@ def test_workers_stay_identical_and_worker_0_writes(runs):
 
 def test_two_workers_resumed_by_two_workers_repeat_the_uninterrupted_run(runs):
     full, cut = _ranks(runs["dir"] / "full"), _ranks(runs["dir"] / "cut")
-    for k in full[0]:
-        np.testing.assert_array_equal(cut[0][k], full[0][k], err_msg=k)
-        np.testing.assert_array_equal(cut[1][k], full[0][k], err_msg=k)
+    for r in range(2):  # parameters, buffers and each worker's last chains
+        for k in full[r]:
+            np.testing.assert_array_equal(cut[r][k], full[r][k], err_msg=f"rank {r}: {k}")
     assert _rows(runs["dir"] / "cut") == _rows(runs["dir"] / "full")
 
 
