@@ -1,7 +1,8 @@
-"""Data-parallel training on CPU: sharding rules, and two gloo workers started by
-`python -m paddle.distributed.launch` against a single process (same global batch and chains)."""
+"""Data-parallel training on CPU: the equal-shard rules, and two gloo workers started by
+`python -m paddle.distributed.launch` (two launches, shared by the tests below)."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -12,128 +13,176 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from conftest import TINY
+from distributed_worker import learn_once
 
 from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.models import build_models
 from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
-from ebm_vae.core.train import train_generation
-from ebm_vae.utils.parallel import Part, World, shard
+from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.utils.parallel import (World, _poison_if_non_finite, check_shards, data_parallel,
+                                   mean_values, seed_worker, shard)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
 
 
-def test_shards_cover_the_rows_once_with_sizes_differing_by_at_most_one():
-    assert [shard(5, World(r, 2)) for r in range(2)] == [slice(0, 3), slice(3, 5)]
-    for n, size in [(7, 3), (900, 4), (4, 4)]:
-        rows = [list(range(n))[shard(n, World(r, size))] for r in range(size)]
-        assert sum(rows, []) == list(range(n))
-        assert max(map(len, rows)) - min(map(len, rows)) <= 1
+def test_shards_are_equal_and_an_uneven_last_batch_loses_its_last_rows():
+    rows = np.arange(7)
+    assert [shard(rows, World(r, 3)).tolist() for r in range(3)] == [[0, 1], [2, 3], [4, 5]]
+    assert shard(rows, World()).tolist() == rows.tolist()
 
 
-def test_part_weights_are_the_row_fractions():
-    parts = [Part.of(6, 5, World(r, 2)) for r in range(2)]
-    assert [(p.data_share, p.chain_share, p.local_chains) for p in parts] == [(0.5, 0.6, 3),
-                                                                            (0.5, 0.4, 2)]
-    with pytest.raises(ValueError, match="3 workers need at least 3"):
-        Part.of(2, 5, World(0, 3))
+@pytest.mark.parametrize("batch, chains, images, message", [
+    (5, 6, 20, r"train.batch_size \(5\) and train.num_chains \(6\) must be multiples of 2"),
+    (6, 5, 18, r"multiples of 2"),
+    (6, 6, 13, r"the last batch of an epoch has 1 image"),
+])
+def test_unequal_shards_are_refused_in_one_line(batch, chains, images, message):
+    with pytest.raises(ValueError, match=message):
+        check_shards(batch, chains, images, workers=2)
+    check_shards(batch, chains, images, workers=1)
+    check_shards(6, 6, 15, workers=2)  # last batch of 3: cut to 2, one image left out
 
 
-def test_a_workers_draws_are_its_rows_of_the_draw_for_all_chains():
-    paddle.seed(11)
-    whole = paddle.randn([5, 4, 2]).numpy()
-    paddle.seed(11)
-    mine = Part.of(6, 5, World(1, 2)).randn([2, 4, 2]).numpy()
-    np.testing.assert_array_equal(mine, whole[3:5])
+def test_one_process_is_left_as_it_is(tiny_raw):
+    models = build_models(config_from_dict(tiny_raw).model)
+    assert data_parallel(models, World()) is models
+    assert mean_values({"a": 0.1}, World()) == {"a": 0.1}
+    paddle.seed(5)
+    seed_worker(World())
+    draw = paddle.randn([3]).numpy()
+    paddle.seed(5)
+    np.testing.assert_array_equal(draw, paddle.randn([3]).numpy())
 
 
-def _state(task) -> dict[str, np.ndarray]:
-    return {f"{name}.{k}": v.numpy() for name, layer in task.models._asdict().items()
-            for k, v in layer.state_dict().items()}
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_non_finite_output_makes_the_gradient_nan(bad):
+    # what makes a NaN on one worker reach every worker through the gradient all-reduce
+    w = paddle.to_tensor([1.0, 2.0], stop_gradient=False)
+    out = w * paddle.to_tensor([3.0, bad])
+    _poison_if_non_finite(out)
+    out[:1].sum().backward()  # without the hook: a finite gradient [3, 0]
+    assert np.isnan(w.grad.numpy()).all()
+    w.clear_gradient()
+    out = w * 3.0
+    _poison_if_non_finite(out)
+    out.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [3.0, 3.0])  # finite: unchanged
 
 
-def _run(raw, images, out, max_iters, resume=False):
-    return train_generation(config_from_dict(raw), out, max_iters, resume, images=images,
-                            progress=False)
+def test_a_workers_training_error_is_a_user_error(tiny_raw, tiny_images, tmp_path, monkeypatch):
+    import ebm_vae.core.train as train
+    monkeypatch.setattr(train, "init_world", lambda: World(0, 4))
+    with pytest.raises(TrainingError, match="multiples of 4"):
+        train_generation(config_from_dict(tiny_raw), tmp_path / "run", 1, images=tiny_images,
+                         progress=False)
 
 
-def _launch(raw, images, out: Path, max_iters: int, resume: bool = False) -> list:
-    """Two workers; returns their saved states (or error messages)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out.parent / "cfg.json").write_text(json.dumps(raw))
-    np.save(out.parent / "images.npy", images)
-    logs = out.parent / f"launch_{out.name}"
+def _images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    base = np.linspace(-1, 1, 8, dtype=np.float32)
+    return (base[None, None, :, None] * base[None, None, None, :]
+            * rng.uniform(0.5, 1, (16, 1, 1, 1))).astype(np.float32)
+
+
+def _launch(jobs: list[dict], folder: Path) -> None:
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    logs = folder / "logs"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-           "--log_dir", str(logs), str(WORKER), str(out.parent / "cfg.json"),
-           str(out.parent / "images.npy"), str(out), str(max_iters), "resume" if resume else ""]
+           "--log_dir", str(logs), str(WORKER), str(folder / "jobs.json")]
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # workers import ebm_vae
-    env = {**os.environ, "PYTHONPATH": path}
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": path},
+                         capture_output=True, text=True, timeout=300)
     worker_logs = "".join(p.read_text() for p in sorted(logs.glob("workerlog.*")))
     assert res.returncode == 0, res.stdout[-2000:] + worker_logs[-4000:]
-    return [(out / f"rank{r}.err").read_text() if (out / f"rank{r}.err").exists()
-            else dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
 
 
-def _iterations(run_dir: Path) -> list[int]:
-    return [int(r["iteration"]) for r in csv.DictReader(open(run_dir / "log.csv"))]
+def _ranks(folder: Path) -> list:
+    """Each worker's saved state, or its error message."""
+    return [(folder / f"rank{r}.err").read_text() if (folder / f"rank{r}.err").exists()
+            else dict(np.load(folder / f"rank{r}.npz")) for r in range(2)]
 
 
-@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
-def test_two_workers_equal_one_process_and_resume_across_worker_counts(tiny_raw, tiny_images,
-                                                                      tmp_path):
-    # No batch norm, no dropout: nothing then depends on the worker count but summation order.
-    # 14 images / batch 5 -> batches 5, 5, 4 (data rows 3+2, 2+2); 5 chains -> 3+2: unequal
-    # shards. A 1-process run is cut after 2 iterations and resumed by 2 workers up to 5
-    # (across an epoch boundary with learning-rate decay).
-    tiny_raw["model"]["decoder"]["layers"][0]["batch_norm"] = False
-    tiny_raw["model"]["encoder"]["dropout"] = 0.0
-    tiny_raw["data"]["limit"] = 14
-    tiny_raw["train"].update(batch_size=5, lr_decay_epochs=1.0)
-    full = _state(_run(tiny_raw, tiny_images, tmp_path / "full", 5))
-    _run(tiny_raw, tiny_images, tmp_path / "cut", 2)
-    ranks = _launch(tiny_raw, tiny_images, tmp_path / "cut", 5, resume=True)
-    for k in full:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Two launches of two workers: (1) one `learn` call; an uninterrupted 4-iteration run;
+    the same run stopped after 2 (--max-iters). (2) that run resumed to 4; a run with a NaN
+    image on worker 1."""
+    d = tmp_path_factory.mktemp("dist")
+    images = _images()
+    np.save(d / "images.npy", images)
+    nan_images = images.copy()
+    nan_images[10, 0, 3, 3] = np.nan  # shuffle 'never': batch 2 = images 6..11, worker 1: 9..11
+    np.save(d / "nan.npy", nan_images)
+    raw = copy.deepcopy(TINY)  # batch norm and dropout on
+    # batch 6 / chains 6 -> 3 + 3 per worker; 15 images: the last batch of 3 is cut to 1 + 1;
+    # 4 iterations cross the epoch boundary (and a learning-rate decay step)
+    raw["train"].update(num_chains=6, lr_decay_epochs=1.0)
+    raw["data"]["limit"] = 15
+    plain = copy.deepcopy(raw)  # nothing but summation order differs from one process
+    plain["model"]["decoder"]["layers"][0]["batch_norm"] = False
+    plain["model"]["encoder"]["dropout"] = 0.0
+    nan = copy.deepcopy(raw)
+    nan["data"].update(shuffle="never", limit=None)
+
+    def train(name, max_iters, resume=False, cfg=raw, data="images.npy"):
+        return {"kind": "train", "config": cfg, "images": str(d / data), "run_dir": str(d / name),
+                "max_iters": max_iters, "resume": resume}
+    _launch([{"kind": "learn", "config": plain, "out": str(d / "learn")},
+             train("full", 4), train("cut", 2)], d)
+    _launch([train("cut", 4, resume=True), train("nan", 3, cfg=nan, data="nan.npy")], d)
+    return {"dir": d, "plain": plain}
+
+
+@pytest.mark.slow  # the `runs` fixture launches two workers twice (> ~5 s)
+def test_one_data_parallel_update_is_the_single_process_update(runs):
+    # Same global data, revised samples and noise eps; SGD at lr 1, so each step is -gradient:
+    # the workers' averaged gradient of their shard means is the gradient of the global means.
+    ranks = _ranks(runs["dir"] / "learn")
+    one = learn_once(runs["plain"], World())
+    for k in one:
         np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
-        if k != "ebm.head.bias":  # see below
-            np.testing.assert_allclose(ranks[0][k], full[k], rtol=1e-5, atol=1e-7, err_msg=k)
-    # f and f + const are the same model: the EBM's output bias has gradient 1 - 1 = 0 (data and
-    # chain means). Split into unequal shares, the zero becomes float rounding (~1e-8) that
-    # Adam scales to steps of size lr, so only this unidentified offset may drift.
-    assert np.abs(ranks[0]["ebm.head.bias"] - full["ebm.head.bias"]).max() < 5 * 0.001
-    assert _iterations(tmp_path / "cut") == [1, 2, 3, 4, 5]
-    rows = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
-    full_rows = list(csv.DictReader(open(tmp_path / "full" / "log.csv")))
-    for key in ("loss_ebm", "loss_vae", "recon", "kl", "grad_norm_ebm", "grad_norm_vae",
-                "l2_mean_dist"):  # not f_data, f_revised: they include the offset
-        np.testing.assert_allclose([float(r[key]) for r in rows],
-                                   [float(r[key]) for r in full_rows], rtol=1e-4, atol=1e-6,
-                                   err_msg=key)
-    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["iteration"] == 5
+        np.testing.assert_allclose(ranks[0][k], one[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    assert np.abs(one["step.ebm.features.0.weight"]).max() > 1e-4  # a real step was compared
 
 
-@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
-def test_workers_with_batch_norm_and_dropout_stay_identical_and_worker_0_writes(
-        tiny_raw, tiny_images, tmp_path):
-    # Per-worker batch-norm statistics and dropout masks: the run differs from one process, but
-    # summed gradients and averaged running statistics keep the workers' states identical.
-    ranks = _launch(tiny_raw, tiny_images, tmp_path / "run", 3)
+def _rows(run_dir: Path) -> list[dict]:
+    return [{k: float(v) for k, v in r.items() if k != "sec_per_iter"}
+            for r in csv.DictReader(open(run_dir / "log.csv"))]
+
+
+@pytest.mark.slow  # the `runs` fixture launches two workers twice (> ~5 s)
+def test_workers_stay_identical_and_worker_0_writes(runs):
+    ranks = _ranks(runs["dir"] / "full")
     assert any("_mean" in k for k in ranks[0])  # batch-norm running statistics are compared too
+    proposals = [r.pop("proposals") for r in ranks]
     for k in ranks[0]:
         np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
-    saved = load_checkpoint(tmp_path / "run" / CHECKPOINT)
-    assert saved["iteration"] == 3
+    assert proposals[0].shape == (3, 1, 8, 8)  # 6 chains: 3 per worker
+    assert np.abs(proposals[0] - proposals[1]).min() > 0  # each worker draws its own chains
+    saved = load_checkpoint(runs["dir"] / "full" / CHECKPOINT)
+    assert saved["iteration"] == 4
     np.testing.assert_array_equal(saved["modules"]["decoder"]["net.1.norm._mean"],
                                   ranks[0]["decoder.net.1.norm._mean"])
-    assert _iterations(tmp_path / "run") == [1, 2, 3]  # one writer: no duplicated rows
-    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
-        "iter_0000002.png", "iter_0000003.png"]
+    assert [r["iteration"] for r in _rows(runs["dir"] / "full")] == [1, 2, 3, 4]  # one writer
+    assert sorted(p.name for p in (runs["dir"] / "full" / "samples").iterdir()) == [
+        "iter_0000002.png", "iter_0000004.png"]
 
 
-@pytest.mark.slow  # > ~5 s on a busy 2-core CPU
-def test_a_nan_on_one_worker_stops_all_workers(tiny_raw, tiny_images, tmp_path):
-    tiny_raw["data"]["shuffle"] = "never"
-    tiny_images[10, 0, 3, 3] = np.nan  # batch 2 = images 6..11; worker 1 holds 9..11
-    errors = _launch(tiny_raw, tiny_images, tmp_path / "run", 3)
-    for err in errors:
-        assert isinstance(err, str) and "iteration 2" in err and "f(data)" in err
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "nonfinite.ckpt")["iteration"] == 1
+@pytest.mark.slow  # the `runs` fixture launches two workers twice (> ~5 s)
+def test_two_workers_resumed_by_two_workers_repeat_the_uninterrupted_run(runs):
+    full, cut = _ranks(runs["dir"] / "full"), _ranks(runs["dir"] / "cut")
+    for r in range(2):  # parameters, buffers and each worker's last chains
+        for k in full[r]:
+            np.testing.assert_array_equal(cut[r][k], full[r][k], err_msg=f"rank {r}: {k}")
+    assert _rows(runs["dir"] / "cut") == _rows(runs["dir"] / "full")
+
+
+@pytest.mark.slow  # the `runs` fixture launches two workers twice (> ~5 s)
+def test_a_nan_on_one_worker_stops_all_workers_before_the_update(runs):
+    errors = _ranks(runs["dir"] / "nan")
+    assert all(isinstance(e, str) and "iteration 2" in e for e in errors), errors
+    assert "f(data)" in errors[1]  # the worker with the NaN image
+    assert "EBM gradient norm" in errors[0]  # the NaN reached it through the gradient all-reduce
+    assert load_checkpoint(runs["dir"] / "nan" / "checkpoints" / "nonfinite.ckpt")["iteration"] == 1

@@ -14,7 +14,6 @@ import paddle
 import paddle.nn as nn
 
 EnergyFn = Callable[[paddle.Tensor], paddle.Tensor]
-Randn = Callable[[list], paddle.Tensor]  # N(0, I) draws of a shape (data-parallel: a worker's rows)
 
 
 @contextlib.contextmanager
@@ -47,22 +46,20 @@ def _chunks(n: int, size: int) -> list[int]:
 
 
 def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Optional[float],
-                  noise: bool, chunk_size: Optional[int] = None, randn: Optional[Randn] = None
-                  ) -> paddle.Tensor:
-    """One step of eq. (L); `randn` replaces paddle.randn for the noise U."""
+                  noise: bool, chunk_size: Optional[int] = None) -> paddle.Tensor:
+    """One step of eq. (L)."""
     drift = energy_grad(f, x, chunk_size)
     if ref_sigma is not None:
         drift = drift - x / ref_sigma ** 2  # Gaussian reference term of eq. (L)
     x = x + 0.5 * step_size ** 2 * drift  # eq. (L): x - (delta^2/2)(x/sigma^2 - df/dx)
     if noise:
-        u = randn(x.shape) if randn else paddle.randn(x.shape, dtype=x.dtype)
-        x = x + step_size * u  # eq. (L): + delta * U
+        x = x + step_size * paddle.randn(x.shape, dtype=x.dtype)  # eq. (L): + delta * U
     return x.detach()
 
 
 def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
              ref_sigma: Optional[float] = 0.016, noise: bool = True,
-             chunk_size: Optional[int] = None, randn: Optional[Randn] = None) -> paddle.Tensor:
+             chunk_size: Optional[int] = None) -> paddle.Tensor:
     """Revise `x` by `steps` steps of eq. (L) under the EBM f = `ebm`; returns a detached tensor.
 
     Chunking splits only the gradient computation, so results do not depend on `chunk_size`.
@@ -70,5 +67,5 @@ def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
     x = x.detach()
     with frozen(ebm):
         for _ in range(steps):
-            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size, randn)
+            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size)
     return x

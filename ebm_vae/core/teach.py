@@ -12,9 +12,8 @@ from typing import Callable, NamedTuple, Optional
 import paddle
 
 from ebm_vae.core.config import LangevinConfig
-from ebm_vae.core.langevin import Randn, langevin
+from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import Models
-from ebm_vae.utils.parallel import Part, World
 
 
 class NonFiniteError(FloatingPointError):
@@ -40,16 +39,16 @@ def kl_to_standard_normal(mu: paddle.Tensor, log_sigma: paddle.Tensor) -> paddle
     return -0.5 * (1 + 2 * log_sigma - mu ** 2 - paddle.exp(2 * log_sigma)).sum(axis=1)
 
 
-def vae_loss(encoder: Callable, decoder: Callable, x_revised: paddle.Tensor, gamma: float,
-             randn: Optional[Randn] = None) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+def vae_loss(encoder: Callable, decoder: Callable, x_revised: paddle.Tensor, gamma: float
+             ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
     """Step 5: mean_i [ ||g(z_i) - x_tilde_i||^2 + gamma * KL(q(z|x_tilde_i) || p(z)) ],
-    z_i = mu + eps * sigma (reparameterised; `randn` replaces paddle.randn for eps). x_tilde is a
-    constant: no gradient reaches the chain or theta. Returns (loss, mean SSE, mean KL)."""
+    z_i = mu + eps * sigma (reparameterised). x_tilde is a constant: no gradient reaches the
+    chain or theta. Returns (loss, mean SSE, mean KL)."""
     x = x_revised.detach()
-    mu, log_sigma = encoder(x)
-    eps = randn(mu.shape) if randn else paddle.randn(mu.shape, dtype=mu.dtype)
-    z = mu + eps * paddle.exp(log_sigma)
-    recon = ((decoder(z) - x) ** 2).flatten(1).sum(axis=1)
+    mu, log_sigma = encoder(x)  # q_phi(z | x_tilde)
+    eps = paddle.randn(mu.shape, dtype=mu.dtype)
+    z = mu + eps * paddle.exp(log_sigma)  # z ~ q_phi(z | x_tilde), reparameterised
+    recon = ((decoder(z) - x) ** 2).flatten(1).sum(axis=1)  # ||g_alpha(z) - x_tilde||^2
     kl = kl_to_standard_normal(mu, log_sigma)
     return (recon + gamma * kl).mean(), recon.mean(), kl.mean()
 
@@ -71,21 +70,23 @@ def _grad_norm(params: list) -> float:
     return math.sqrt(float(paddle.add_n(sq))) if sq else 0.0
 
 
-def _checked(quantity: str, value: float) -> float:
+def _checked(quantity: str, value: float | paddle.Tensor) -> float:
+    value = float(value)
     if not math.isfinite(value):
         raise NonFiniteError(quantity, value)
     return value
 
 
 def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, name: str,
-            part: Part) -> tuple[float, float]:
-    """One Adam step on `loss` (this worker's share of it), refused (parameters untouched) if the
-    loss or gradient is not finite. The checked loss and the gradients are sums over the workers.
-    Returns (loss, gradient norm)."""
-    value = _checked(f"{name} loss", part.total(loss))
+            checks: dict[str, paddle.Tensor]) -> tuple[float, float]:
+    """One Adam step on `loss`, refused (parameters untouched) if a value in `checks`, the loss
+    or the gradient is not finite. The checks follow backward (where a data-parallel engine has
+    already combined the workers' gradients). Returns (loss, gradient norm)."""
     opt.clear_grad()
     loss.backward()
-    part.sum_grads(params)
+    for quantity, value in checks.items():
+        _checked(quantity, value)
+    value = _checked(f"{name} loss", loss)
     norm = _checked(f"{name} gradient norm", _grad_norm(params))
     with paddle.utils.unique_name.guard():  # stable optimizer-state names, so checkpoints load
         opt.step()
@@ -93,65 +94,46 @@ def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, 
     return value, norm
 
 
-def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig,
-           randn: Optional[Randn] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat).
-    `randn` replaces paddle.randn for z and the Langevin noise."""
-    shape = [num_chains, latent_dim]
-    z = randn(shape) if randn else paddle.randn(shape)  # step 1
+def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig
+           ) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat)."""
+    z = paddle.randn([num_chains, latent_dim])  # step 1
     with paddle.no_grad():
         x_hat = models.decoder(z)  # step 2
     x_tilde = langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size, randn)  # step 3
+                       lv.chunk_size)  # step 3
     return x_hat, x_tilde
 
 
 def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
           opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, x_tilde: paddle.Tensor,
-          gamma: float, c: Optional[paddle.Tensor] = None, part: Optional[Part] = None
-          ) -> TeachStats:
+          gamma: float, c: Optional[paddle.Tensor] = None) -> TeachStats:
     """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, then one VAE update on
     the revised samples. With a condition `c` (image completion), every network also takes c.
-    Data-parallel (`part`, ebm_vae/distributed.py): x_data and x_tilde are this worker's rows,
-    each mean is weighted by the rows' share of the batch / chains, and checked values,
-    statistics and gradients are summed over the workers (all stop together on a NaN).
 
     Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
     """
-    part = part or Part.of(len(x_data), len(x_tilde), World())
     f, q, g = ((models.ebm, models.encoder, models.decoder) if c is None else
                (lambda v: models.ebm(v, c), lambda v: models.encoder(v, c),
                 lambda z: models.decoder(z, c)))
-    _checked("revised samples (Langevin)", part.total(x_tilde.abs().max()))
-    _, f_data, f_rev = ebm_loss(f, x_data, x_tilde)
-    f_data, f_rev = f_data * part.data_share, f_rev * part.chain_share  # this worker's shares
-    loss_e = f_rev - f_data  # step 4 loss, as ebm_loss
-    f_data = _checked("energy f(data)", part.total(f_data))
-    f_rev = _checked("energy f(revised)", part.total(f_rev))
-    loss_e, norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM", part)  # step 4
-    # dropout masks from this worker's own stream; eps: its rows of the draw for all chains
-    loss_v, recon, kl = (v * part.chain_share for v in
-                         vae_loss(part.own_draws(q), g, x_tilde, gamma, part.randn))
+    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde)  # step 4: L_theta
+    loss_e, norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM", {
+        "revised samples (Langevin)": x_tilde.abs().max(), "energy f(data)": f_data,
+        "energy f(revised)": f_rev})  # step 4: theta <- Adam(theta, dL_theta/dtheta)
+    loss_v, recon, kl = vae_loss(q, g, x_tilde, gamma)  # step 5: negative ELBO of x_tilde
     vae_params = models.encoder.parameters() + models.decoder.parameters()
-    loss_v, norm_v = _update(opt_vae, loss_v, vae_params, "VAE", part)  # step 5
-    return TeachStats(loss_e, loss_v, part.total(recon), part.total(kl), f_data, f_rev, norm_e,
-                      norm_v)
+    loss_v, norm_v = _update(opt_vae, loss_v, vae_params, "VAE", {})  # step 5: (alpha, phi) <- Adam
+    return TeachStats(loss_e, loss_v, float(recon), float(kl), float(f_data), float(f_rev),
+                      norm_e, norm_v)
 
 
 def teach_step(models: Models, opt_ebm: paddle.optimizer.Optimizer,
                opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
-               latent_dim: int, lv: LangevinConfig, gamma: float, part: Optional[Part] = None
+               latent_dim: int, lv: LangevinConfig, gamma: float
                ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
-    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde.
-
-    Data-parallel (`part`): x_data is this worker's rows of the batch, and it revises its rows of
-    the `num_chains` chains, from its rows of the draws made for all chains."""
-    part = part or Part.of(len(x_data), num_chains, World())
-    x_hat, x_tilde = revise(models, part.local_chains, latent_dim, lv, part.randn)
-    stats = learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma, part=part)
-    for layer in models:  # batch-norm running statistics: the same on every worker
-        part.average_batch_norm(layer)
-    return stats, x_hat, x_tilde
+    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde."""
+    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv)  # steps 1-3
+    return learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma), x_hat, x_tilde  # steps 4-5
 
 
 def make_optimizers(models: Models, lr_ebm: float, lr_vae: float, beta1: float, beta2: float

@@ -22,7 +22,8 @@ from ebm_vae.core.runs import (CHECKPOINT, NONFINITE_CHECKPOINT, layer_states, l
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.errors import UserError
 from ebm_vae.utils.images import save_grids, save_plots
-from ebm_vae.utils.parallel import Part, broadcast_parameters, init_world, world
+from ebm_vae.utils.parallel import (average_batch_norm, check_shards, data_parallel, init_world,
+                                    mean_over_workers, mean_values, seed_worker, shard, world)
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
@@ -62,27 +63,32 @@ class TeachTask:
 
 
 class GenerationTask(TeachTask):
-    """Variational MCMC teaching of f_theta, q_phi, g_alpha on unconditional images."""
+    """Variational MCMC teaching of f_theta, q_phi, g_alpha on unconditional images.
+    Data-parallel (ebm_vae/utils/parallel.py): each worker runs Algorithm 1 on its equal shard of
+    the batch and of the chains, with gradients averaged over the workers."""
 
     def __init__(self, cfg: Config):
         super().__init__(build_models(cfg.model), cfg.train)
         self.cfg = cfg
-        self.world = world()  # data-parallel: each worker takes its rows of batch and chains
+        self.world = world()
+        self.synced = data_parallel(self.models, self.world)  # self.models on one process
         self.last: tuple[np.ndarray, np.ndarray] | None = None
 
     def step(self, batch: np.ndarray) -> dict[str, float]:
-        t = self.cfg.train
-        part = Part.of(len(batch), t.num_chains, self.world)  # the whole batch on one process
-        x = paddle.to_tensor(batch[part.data])
-        stats, x_hat, x_tilde = teach_step(self.models, self.opt_ebm, self.opt_vae, x,
-                                           t.num_chains, self.cfg.model.latent_dim,
-                                           self.cfg.langevin, t.gamma, part)
+        t, w = self.cfg.train, self.world
+        seed_worker(w)  # several workers: each draws its own chains
+        x = paddle.to_tensor(shard(batch, w))  # the whole batch on one process
+        stats, x_hat, x_tilde = teach_step(self.synced, self.opt_ebm, self.opt_vae, x,
+                                           t.num_chains // w.size, self.cfg.model.latent_dim,
+                                           self.cfg.langevin, t.gamma)
+        average_batch_norm(self.models, w)
         # [CODE] monitor "avg.L2 dist": squared distance of the batch-mean images, per pixel.
-        mean_tilde = part.sum(x_tilde.mean(axis=0) * part.chain_share)
-        mean_x = part.sum(x.mean(axis=0) * part.data_share)
+        mean_tilde, mean_x = (mean_over_workers(v.mean(axis=0), w) for v in (x_tilde, x))
         l2 = float(((mean_tilde - mean_x) ** 2).mean())
         self.last = (x_hat[:GRID_IMAGES].numpy(), x_tilde[:GRID_IMAGES].numpy())
-        return {**asdict(stats), "l2_mean_dist": l2}
+        stats = asdict(stats)  # means over this worker's shard; the gradient norms are global
+        stats.update(mean_values({k: v for k, v in stats.items() if "grad_norm" not in k}, w))
+        return {**stats, "l2_mean_dist": l2}
 
     def panels(self) -> list[tuple[str, np.ndarray]]:
         if self.last is None:
@@ -298,15 +304,11 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     if images is None:
         images, _ = load_split(cfg.data.name, cfg.data.root, "train")
     images, run_dir = start_run(cfg, images, run_dir, resume)
-    t = cfg.train
-    smallest = min(t.batch_size, len(images) % t.batch_size or t.batch_size, t.num_chains)
-    if smallest < workers:
-        raise TrainingError(f"{workers} workers need at least {workers} images in every batch "
-                            f"and {workers} chains (train.batch_size, the last batch of an "
-                            f"epoch, train.num_chains): the smallest is {smallest}")
-    task = GenerationTask(cfg)
-    if workers > 1:
-        broadcast_parameters(list(task.models))
+    try:
+        check_shards(cfg.train.batch_size, cfg.train.num_chains, len(images), workers)
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    task = GenerationTask(cfg)  # several workers: starts from worker 0's parameters
     quality = None
     if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
         quality = evaluation(task.models, cfg, run_dir, progress)

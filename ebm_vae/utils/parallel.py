@@ -1,25 +1,34 @@
 """Data-parallel training with paddle.distributed: one worker process per GPU (or per CPU worker).
 
-Each worker takes contiguous rows of the data batch and of the Langevin chains. Its losses are its
-share of the global means (its mean times its fraction of the rows), so the SUM of the workers'
-gradients is the gradient of the global losses for any split, equal or not. Langevin's input
-gradients stay local; only the parameter gradients of the two updates are summed.
+Everything about workers lives here; Algorithm 1 (core/teach.py, core/langevin.py) does not know
+about them. Each worker runs Algorithm 1 unchanged on its equal shard: batch_size / W data images
+and num_chains / W chains of its own. The three networks are wrapped in `paddle.DataParallel`,
+whose backward pass averages the parameter gradients over the workers; with equal shards that
+average is the gradient of the global means (mean f(x_tilde) - mean f(data), the mean negative
+ELBO), so the update is the single-process update on the global batch and chains.
 
-Random draws do not depend on the number of workers: every worker draws z, the Langevin noise
-and the reparameterisation noise for ALL chains from the shared per-iteration seed and keeps its
-rows. Two things do depend on it: batch-norm statistics (computed over each worker's own chains)
-and the encoder's dropout masks (drawn per worker from its own stream, seeded by rank).
+Two things paddle.DataParallel does not do by itself, handled by `Synced`:
+- Langevin calls the EBM many times with its parameters frozen and takes gradients w.r.t. the
+  input only. Through DataParallel's reducer that fails ("parameter ... has been ready before",
+  checked with two gloo workers), so a frozen layer is called without the reducer.
+- A NaN must stop every worker at the same check, or the others would wait forever in the next
+  all-reduce. The checks in core/teach.py follow the gradient all-reduce; a non-finite network
+  output on any worker makes that worker's gradients NaN, so every worker's gradient is NaN.
+
+ebm_loss's two forward calls (data, then revised samples) before one backward work with the
+reducer (find_unused_parameters=False): tests/test_distributed.py compares the averaged
+gradient with the single-process one.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
+
+M = TypeVar("M", bound=tuple)
 
 
 class World(NamedTuple):
@@ -43,103 +52,88 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def broadcast_parameters(layers: list[paddle.nn.Layer]) -> None:
-    """Copy worker 0's parameters and buffers to every worker: all start from the same state."""
-    for layer in layers:
-        for t in layer.parameters() + layer.buffers():
-            dist.broadcast(t, src=0)
+def check_shards(batch_size: int, num_chains: int, num_images: int, workers: int) -> None:
+    """Raise ValueError unless every worker gets an equal, non-empty shard of every batch: the
+    batch and the chains divisible by `workers`, and an epoch's last partial batch (cut to a
+    multiple of `workers` by `shard`) not empty."""
+    if workers == 1:
+        return
+    if batch_size % workers or num_chains % workers:
+        raise ValueError(f"{workers} workers need equal shards: train.batch_size ({batch_size}) "
+                         f"and train.num_chains ({num_chains}) must be multiples of {workers}")
+    last = num_images % batch_size
+    if 0 < last < workers:
+        raise ValueError(f"{workers} workers need equal shards: the last batch of an epoch has "
+                         f"{last} image(s) ({num_images} images, batch {batch_size}); change "
+                         "data.limit or train.batch_size")
 
 
-def shard(n: int, w: World) -> slice:
-    """Rank `w.rank`'s contiguous rows of n: sizes differ by at most one, larger ones first."""
-    base, extra = divmod(n, w.size)
-    start = w.rank * base + min(w.rank, extra)
-    return slice(start, start + base + (w.rank < extra))
+def shard(batch: np.ndarray, w: World) -> np.ndarray:
+    """Worker `w.rank`'s contiguous rows: len(batch) // w.size of them. A batch that does not
+    divide (only an epoch's last one, see `check_shards`) loses its last len % size rows."""
+    k = len(batch) // w.size
+    return batch[w.rank * k:(w.rank + 1) * k]
 
 
-def all_sum(t: paddle.Tensor) -> paddle.Tensor:
-    """Elementwise sum of `t` over the workers (a new tensor; NaN/inf propagate)."""
+def seed_worker(w: World) -> None:
+    """With several workers, reseed Paddle from (the current, per-iteration stream, rank), so each
+    worker draws its own chains, noise and dropout masks. One process: nothing changes."""
+    if w.size > 1:
+        shared = int(paddle.randint(0, 2 ** 31 - 1, [1]).numpy()[0])
+        paddle.seed(int(np.random.SeedSequence([shared, w.rank]).generate_state(1)[0] >> 1))
+
+
+def _poison_if_non_finite(out: paddle.Tensor) -> None:
+    """Make the gradient flowing back from `out` NaN if `out` holds a NaN or inf (else g + 0)."""
+    if isinstance(out, paddle.Tensor) and not out.stop_gradient:
+        total = out.detach().sum()
+        out.register_hook(lambda g: g + 0 * total)
+
+
+class Synced(paddle.DataParallel):
+    """paddle.DataParallel that a frozen layer (Langevin) bypasses, and whose non-finite outputs
+    poison the gradients (see the module docstring)."""
+
+    def forward(self, *inputs):
+        if all(p.stop_gradient for p in self._layers.parameters()):
+            return self._layers(*inputs)  # Langevin: d f / d x only, no parameter gradient to sync
+        out = super().forward(*inputs)
+        if paddle.is_grad_enabled():
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                _poison_if_non_finite(t)
+        return out
+
+
+def data_parallel(models: M, w: World) -> M:
+    """`models` (a NamedTuple of layers) with each layer wrapped in `Synced`: its gradients are
+    averaged over the workers. Wrapping broadcasts worker 0's parameters and buffers, so all
+    workers start alike. One process: `models` itself."""
+    return models if w.size == 1 else type(models)(*(Synced(m) for m in models))
+
+
+def mean_over_workers(t: paddle.Tensor, w: World) -> paddle.Tensor:
+    """Elementwise mean of `t` over the workers (`t` itself on one process)."""
+    if w.size == 1:
+        return t
     t = t.detach().clone()
     dist.all_reduce(t)
-    return t
+    return t / w.size
 
 
-@dataclass(frozen=True)
-class Part:
-    """One worker's part of an iteration of Algorithm 1: its rows of the data batch and of the
-    chains, and their fractions of the batch and of the chains (the weights of its means).
-    On a single process (`World(0, 1)`) it is the whole batch, the shares are 1 and every
-    collective below is the identity, so the same code serves both."""
-    world: World
-    data: slice
-    chains: slice
-    num_chains: int
-    data_share: float
-    chain_share: float
+def mean_values(values: dict[str, float], w: World) -> dict[str, float]:
+    """Each value's mean over the workers (the values themselves on one process)."""
+    if w.size == 1:
+        return values
+    means = mean_over_workers(paddle.to_tensor(list(values.values()), dtype="float64"), w)
+    return dict(zip(values, means.numpy().tolist()))
 
-    @classmethod
-    def of(cls, batch_size: int, num_chains: int, w: World) -> "Part":
-        if min(batch_size, num_chains) < w.size:
-            raise ValueError(f"{w.size} workers need at least {w.size} data images and chains "
-                             f"per iteration, got {batch_size} and {num_chains}")
-        data, chains = shard(batch_size, w), shard(num_chains, w)
-        return cls(w, data, chains, num_chains, (data.stop - data.start) / batch_size,
-                   (chains.stop - chains.start) / num_chains)
 
-    @property
-    def parallel(self) -> bool:
-        return self.world.size > 1
-
-    @property
-    def local_chains(self) -> int:
-        return self.chains.stop - self.chains.start
-
-    def randn(self, shape: list[int]) -> paddle.Tensor:
-        """N(0, I) of `shape` for this worker's chains: its rows of the draw for all chains."""
-        return paddle.randn([self.num_chains, *shape[1:]])[self.chains]
-
-    def sum(self, t: paddle.Tensor) -> paddle.Tensor:
-        """`t` summed elementwise over the workers (`t` itself on a single process)."""
-        return all_sum(t) if self.parallel else t
-
-    def total(self, value: paddle.Tensor) -> float:
-        """A scalar summed over the workers (every worker gets the same number)."""
-        return float(self.sum(value.reshape([1]).astype("float32")).numpy()[0])
-
-    def sum_grads(self, params: list) -> None:
-        """Replace each parameter's gradient by its sum over the workers (frozen parameters have
-        none, on every worker alike)."""
-        for p in params if self.parallel else []:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-
-    def average_batch_norm(self, layer: paddle.nn.Layer) -> None:
-        """Batch-norm running statistics (`_mean`, `_variance` of Paddle's BatchNorm layers): the
-        chain-weighted mean over the workers, so every worker keeps the same state (the mean is
-        the global one; the variance is the mean of the per-worker variances)."""
-        for m in layer.sublayers(include_self=True) if self.parallel else []:
+def average_batch_norm(layers: tuple, w: World) -> None:
+    """Batch-norm running statistics (`_mean`, `_variance` of Paddle's BatchNorm layers) set to
+    their mean over the workers, so every worker keeps the same state (the mean is the global
+    one; the variance is the mean of the per-worker variances). One process: nothing changes."""
+    for layer in layers if w.size > 1 else []:
+        for m in layer.sublayers(include_self=True):
             if hasattr(m, "_mean") and hasattr(m, "_variance"):
                 for stat in (m._mean, m._variance):
-                    stat.set_value(all_sum(stat * self.chain_share))
-
-    def own_draws(self, fn: Callable) -> Callable:
-        """`fn` run on this worker's own random stream (seeded from the shared stream and the
-        rank), leaving the shared stream as it was: for draws made inside layers (dropout)."""
-        if not self.parallel:
-            return fn
-
-        def wrapped(*args):
-            with self._own_stream():
-                return fn(*args)
-        return wrapped
-
-    @contextlib.contextmanager
-    def _own_stream(self) -> Iterator[None]:
-        state = paddle.get_rng_state()
-        shared = int(paddle.randint(0, 2 ** 31 - 1, [1]).numpy()[0])
-        own = np.random.SeedSequence([shared, self.world.rank]).generate_state(1)[0] >> 1
-        paddle.seed(int(own))
-        try:
-            yield
-        finally:
-            paddle.set_rng_state(state)
+                    stat.set_value(mean_over_workers(stat, w))
