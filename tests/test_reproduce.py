@@ -261,7 +261,7 @@ def test_dry_run_shows_each_runs_paper_value(tmp_path, capsys):
     assert main(["--table", "1", "--scale", "quick", "--dry-run", "--runs", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "== run 'CIFAR-10' (paper fid: 36.2): " in text
-    assert "metric cls_fid; computes cls_fid, an offline stand-in NOT comparable" in text
+    assert "runs; metric cls_fid (an offline stand-in for the paper's fid; NOT comparable)\n" in text
 
 
 def test_an_unknown_dataset_in_data_root_is_refused(tmp_path, capsys):

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
                 metric = metric_name(spec, getattr(spec.scales, args.scale))
                 note = "" if metric == spec.metric else (
-                    f"; computes {metric}, an offline stand-in NOT comparable to the paper's {spec.metric}")
+                    f" (an offline stand-in for the paper's {spec.metric}; NOT comparable)")
                 print(f"# {path} ({args.scale} scale): {len(runs)} runs; metric {metric}{note}")
                 for run in runs:
                     print(describe(run, spec.metric))
