@@ -15,8 +15,9 @@ from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import CHECKPOINT, save_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import data_root, parse_data_roots, plan, run_state
-from ebm_vae.reproduce.report import Row, render_csv, render_markdown, write_report
-from ebm_vae.reproduce.spec import TABLES_DIR, find_tables, load_table, table_from_dict
+from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
+from ebm_vae.reproduce.spec import (TABLES_DIR, find_tables, load_table, metric_names,
+                                   table_from_dict)
 from tests.conftest import TINY
 
 TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))
@@ -32,7 +33,10 @@ def test_every_table_file_is_there():
 def test_every_run_of_every_table_resolves(path, scale, tmp_path):
     spec = load_table(path)
     runs = plan(spec, path, scale, tmp_path)
-    assert [r.spec.label for r in runs] == [r.label for r in spec.runs]
+    s = getattr(spec.scales, scale)
+    assert [(r.spec.label, r.seed) for r in runs] == [
+        (r.label, seed) for r in spec.runs if s.runs is None or r.label in s.runs
+        for seed in (s.seeds or [runs[0].cfg.seed])]
     for run in runs:  # each run's own override wins over the table's and the scale's
         for assignment in run.spec.set:
             key, value = assignment.split("=", 1)
@@ -113,43 +117,87 @@ def test_dry_run_lists_the_runs(tmp_path):
         assert main(["--table", "6", "--scale", "quick", "--dry-run", "--runs", str(tmp_path),
                      "--data-root", "mnist=/data/mnist"]) == 0
     text = out.getvalue()
-    for gamma in ("0.5", "1", "2", "3", "5"):
-        assert f"== run 'gamma={gamma}'" in text
-    assert text.count("[to train; target 120 iterations]") == 5
-    assert "'train.gamma=0.5'" in text and "root: /data/mnist" in text and "device: cpu" in text
+    for gamma in ("1", "2", "3"):  # the quick scale's rows, 2 seeds each
+        assert f"== run 'gamma={gamma}', seed 0 " in text and f"== run 'gamma={gamma}', seed 1 " in text
+    assert "gamma=0.5" not in text
+    assert text.count("[to train; target 1000 iterations]") == 6
+    assert "'train.gamma=1.0'" in text and "'seed=1'" in text and "root: /data/mnist" in text and "device: cpu" in text
     assert "python tools/train.py -c" in text
     assert not any(tmp_path.iterdir())  # nothing trained or written
 
 
 def _rows() -> list[Row]:
-    return [Row("gamma=2", "train.gamma=2.0", {"revised": 3.5, "revised_std": 0.25, "proposals": 2.0},
-                None, "mnist, 120 iterations", "gamma", 2.0),
-            Row("gamma=1", "train.gamma=1.0", {"revised": 3.0, "revised_std": 0.5, "proposals": 1.5},
-                4.0, "mnist, 120 iterations", "gamma", 1.0)]
+    return [Row("gamma=2", "train.gamma=2.0",
+                {"cls_is": {"revised": 3.5, "revised_std": 0.25, "proposals": 2.0}},
+                None, "mnist, 120 iterations", "gamma", 2.0, 0),
+            Row("gamma=1", "train.gamma=1.0",
+                {"cls_is": {"revised": 3.0, "revised_std": 0.5, "proposals": 1.5}},
+                4.0, "mnist, 120 iterations", "gamma", 1.0, 0)]
 
 
 def test_report_markdown_and_csv():
     spec = table_from_dict(_raw_table())
-    md = render_markdown(spec, "quick", "cls_is", _rows())
+    md = render_markdown(spec, "quick", ["cls_is"], _rows())
     lines = md.splitlines()
     assert lines[0] == "# Table 9: t"
-    assert "metric `cls_is`" in lines[2] and "NOT comparable" in lines[2]
-    header = ("| run | setting | classifier IS (revised samples) | std | classifier IS (VAE proposals) "
-              "| paper (is) | protocol |")
+    assert "metrics `cls_is`" in lines[2] and "NOT comparable" in lines[2]
+    header = ("| run | setting | seeds | classifier IS (revised samples) | std | classifier IS (VAE "
+              "proposals) | paper (is) | protocol |")
     assert header in lines
-    assert "| gamma=2 | train.gamma=2.0 | 3.5 | 0.25 | 2 | not recovered | mnist, 120 iterations |" in lines
-    assert "| gamma=1 | train.gamma=1.0 | 3 | 0.5 | 1.5 | 4 | mnist, 120 iterations |" in lines
-    table = list(csv.DictReader(io.StringIO(render_csv("cls_is", _rows()))))
-    assert table[0]["revised"] == "3.5" and table[0]["paper"] == "" and table[1]["paper"] == "4.0"
-    assert table[1]["x"] == "1.0" and table[1]["metric"] == "cls_is"
+    assert "| gamma=2 | train.gamma=2.0 | 0 | 3.5 | 0.25 | 2 | not recovered | mnist, 120 iterations |" in lines
+    assert "| gamma=1 | train.gamma=1.0 | 0 | 3 | 0.5 | 1.5 | 4 | mnist, 120 iterations |" in lines
+    table = list(csv.DictReader(io.StringIO(render_csv(["cls_is"], _rows()))))
+    assert table[0]["cls_is.revised"] == "3.5" and table[0]["paper"] == "" and table[1]["paper"] == "4.0"
+    assert table[1]["x"] == "1.0" and table[1]["seed"] == "0"
+
+
+def test_report_over_seeds_shows_mean_and_sample_std_and_every_seed_in_the_csv():
+    spec = table_from_dict(_raw_table())
+    rows = [Row("gamma=2", "s", {"cls_fid": {"revised": v, "proposals": p}}, None, "p", "gamma", 2.0,
+                seed) for seed, v, p in [(0, 10.0, 100.0), (1, 14.0, 80.0), (2, 12.0, 90.0)]]
+    rows.append(Row("gamma=1", "s", {"cls_fid": {"revised": 20.0, "proposals": 50.0}}, None, "p",
+                    "gamma", 1.0, 0))
+    md = render_markdown(spec, "quick", ["cls_fid"], rows)
+    assert "| gamma=2 | s | 0, 1, 2 | 12 ± 2 | 90 ± 10 | not recovered | p |" in md  # std ddof=1
+    assert "| gamma=1 | s | 0 | 20 | 50 | not recovered | p |" in md
+    assert "mean ± the sample standard deviation" in md
+    table = list(csv.DictReader(io.StringIO(render_csv(["cls_fid"], rows))))
+    assert [(r["run"], r["seed"], r["cls_fid.revised"]) for r in table] == [
+        ("gamma=2", "0", "10.0"), ("gamma=2", "1", "14.0"), ("gamma=2", "2", "12.0"),
+        ("gamma=1", "0", "20.0")]
+    (title, series), = plot_panels(["cls_fid"], rows)
+    assert title == "cls_fid vs gamma"
+    assert series["revised"] == ([1.0, 2.0], [20.0, 12.0])
+    assert series["revised, lowest seed"] == ([1.0, 2.0], [20.0, 10.0])
+    assert series["VAE proposals, highest seed"] == ([1.0, 2.0], [50.0, 100.0])
+
+
+def test_seeds_plan_one_run_per_row_and_seed(tmp_path):
+    raw = _raw_table()
+    raw["scales"]["quick"]["seeds"] = [0, 1]
+    raw["scales"]["quick"]["metrics"] = ["cls_fid", "cls_is"]
+    raw["config"] = "../mnist_cpu.yaml"
+    spec = table_from_dict(raw)
+    path = TABLES_DIR / "table9.yaml"  # only its folder is used: configs resolve against it
+    runs = plan(spec, path, "quick", tmp_path)
+    assert [(r.spec.label, r.seed, r.cfg.seed) for r in runs] == [
+        (r.label, s, s) for r in spec.runs for s in (0, 1)]
+    assert len({r.run_dir for r in runs}) == len(runs)  # the seed is part of the folder's hash
+    assert metric_names(spec, spec.scales.quick) == ["cls_fid", "cls_is"]
+    for bad, message in [({"seeds": [1, 1]}, "distinct seeds"), ({"metrics": []}, "non-empty"),
+                         ({"metrics": ["completion"]}, "'completion' goes with task")]:
+        broken = _raw_table()
+        broken["scales"]["quick"].update(bad)
+        with pytest.raises(ConfigError, match=message):
+            table_from_dict(broken)
 
 
 def test_report_files_plot_only_sweeps(tmp_path):
     spec = table_from_dict(_raw_table())
-    written = write_report(spec, "quick", "cls_is", _rows(), tmp_path)
+    written = write_report(spec, "quick", ["cls_is"], _rows(), tmp_path)
     assert sorted(p.name for p in written) == ["table9.csv", "table9.md", "table9.png"]
-    flat = [Row("MNIST", "base setting", {"revised": 3.0}, None, "p")]
-    assert [p.suffix for p in write_report(spec, "quick", "cls_is", flat, tmp_path / "b")] == [".md", ".csv"]
+    flat = [Row("MNIST", "base setting", {"cls_is": {"revised": 3.0}}, None, "p")]
+    assert [p.suffix for p in write_report(spec, "quick", ["cls_is"], flat, tmp_path / "b")] == [".md", ".csv"]
 
 
 def test_run_state_new_resume_done(tmp_path):
@@ -190,7 +238,7 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
     assert sorted(p.name for p in written) == ["tablet.csv", "tablet.md", "tablet.png"]
     rows = list(csv.DictReader(open(tmp_path / "results" / "tablet.csv")))
     assert [r["run"] for r in rows] == ["gamma=1.0", "gamma=2.0"]
-    assert all(float(r["psnr_revised"]) > 0 and "2 iterations, 4 test images" in r["protocol"] for r in rows)
+    assert all(float(r["recon.psnr_revised"]) > 0 and "2 iterations, 4 test images" in r["protocol"] for r in rows)
     assert set(roots) == {str(data)}  # --data-root reached the data loading
     planned = plan(load_table(path), path, "quick", tmp_path / "runs", {"mnist": str(data)})
     run_dirs = [r.run_dir for r in planned]
@@ -254,14 +302,14 @@ def test_dry_run_shows_each_runs_paper_value(tmp_path, capsys):
 
     assert main(["--table", "1", "--dry-run", "--runs", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "== run 'CIFAR-10' (paper fid: 36.2): " in text
-    assert "== run 'MNIST' (paper fid: not recovered): " in text
-    assert "== run 'Fashion-MNIST' (paper fid: not recovered): " in text
-    assert "runs; metric fid\n" in text
+    assert "== run 'CIFAR-10', seed 0 (paper fid: 36.2): " in text
+    assert "== run 'MNIST', seed 0 (paper fid: not recovered): " in text
+    assert "== run 'Fashion-MNIST', seed 0 (paper fid: not recovered): " in text
+    assert "runs; metrics fid\n" in text
     assert main(["--table", "1", "--scale", "quick", "--dry-run", "--runs", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "== run 'CIFAR-10' (paper fid: 36.2): " in text
-    assert "runs; metric cls_fid (an offline stand-in for the paper's fid; NOT comparable)\n" in text
+    assert "== run 'CIFAR-10', seed 0 (paper fid: 36.2): " in text
+    assert "runs; metrics cls_fid (the paper's metric is fid; classifier metrics are NOT comparable)\n" in text
 
 
 def test_an_unknown_dataset_in_data_root_is_refused(tmp_path, capsys):
@@ -283,13 +331,13 @@ def test_both_tools_evaluate_through_eval_evaluate(monkeypatch):
     import tools.evaluate
     from ebm_vae.eval import evaluate as ev
     from ebm_vae.reproduce import pipeline
-    from ebm_vae.reproduce.spec import metric_name
+    from ebm_vae.reproduce.spec import metric_names
 
     assert pipeline.evaluate is ev.evaluate and tools.evaluate.evaluate is ev.evaluate
     for path in TABLE_FILES:
         spec = load_table(path)
         for scale in (spec.scales.paper, spec.scales.quick):
-            assert metric_name(spec, scale) in (*ev.METRICS, "completion")
+            assert set(metric_names(spec, scale)) <= {*ev.METRICS, "completion"}
 
 
 def test_eval_every_without_the_evaluation_hook_is_refused(tiny_raw, tmp_path, tiny_images):
@@ -301,3 +349,24 @@ def test_eval_every_without_the_evaluation_hook_is_refused(tiny_raw, tmp_path, t
         train_generation(config_from_dict(tiny_raw), tmp_path / "run", 1, images=tiny_images,
                          progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_being_trained_by_another_process_is_waited_for(tmp_path):
+    """Tables share runs: a second trainer of the same folder blocks until the first is done."""
+    import threading
+    import time
+
+    from ebm_vae.reproduce.pipeline import run_lock
+
+    events = []
+
+    def second():
+        with run_lock(tmp_path / "run"):
+            events.append("second")
+    with run_lock(tmp_path / "run"):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        events.append("first done")
+    t.join(5)
+    assert events == ["first done", "second"]

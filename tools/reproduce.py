@@ -21,7 +21,7 @@ from pathlib import Path
 from ebm_vae.errors import UserError
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
-from ebm_vae.reproduce.spec import find_tables, load_table, metric_name
+from ebm_vae.reproduce.spec import find_tables, load_table, metric_names
 from ebm_vae.utils.runtime import configure_runtime
 
 
@@ -65,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 spec = load_table(path)
                 runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
-                metric = metric_name(spec, getattr(spec.scales, args.scale))
-                note = "" if metric == spec.metric else (
-                    f" (an offline stand-in for the paper's {spec.metric}; NOT comparable)")
-                print(f"# {path} ({args.scale} scale): {len(runs)} runs; metric {metric}{note}")
+                metrics = metric_names(spec, getattr(spec.scales, args.scale))
+                note = "" if metrics == [spec.metric] else (
+                    f" (the paper's metric is {spec.metric}; classifier metrics are NOT comparable)")
+                print(f"# {path} ({args.scale} scale): {len(runs)} runs; metrics "
+                      f"{', '.join(metrics)}{note}")
                 for run in runs:
                     print(describe(run, spec.metric))
             return 0

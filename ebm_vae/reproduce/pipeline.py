@@ -3,9 +3,11 @@ the one evaluation path (`ebm_vae.eval.evaluate`), cache the values by protocol,
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
 from ebm_vae.completion.model import train_completion
@@ -16,14 +18,29 @@ from ebm_vae.eval.evaluate import (Prerequisites, default_inception_stats, ensur
 from ebm_vae.eval.inception import load_inception
 from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
 from ebm_vae.reproduce.report import Row, setting, write_report
-from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_name
+from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_names
 from ebm_vae.utils.atomic import write_text
 
 EVAL_CACHE = "table_eval.json"
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One trainer per run folder: tables share runs (Tables 4-6 meet at the base setting), so a
+    second reproduce process that reaches a run being trained waits for it, then reuses it."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def train_run(run: PlannedRun, threads: Optional[int], progress: bool = True) -> int:
     """Train, resume or reuse; returns the run's iteration count."""
+    with run_lock(run.run_dir):
+        return _train_run(run, threads, progress)
+
+
+def _train_run(run: PlannedRun, threads: Optional[int], progress: bool) -> int:
     state, it = run_state(run.run_dir, run.target)
     if state == "done":
         return it
@@ -49,7 +66,7 @@ def protocol(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> 
     else:
         what = f"{n} samples vs train split"
     return (f"{run.cfg.data.name}, {iteration} iterations, {what}, "
-            f"{eval_steps(run.cfg, scale)} Langevin steps at test, seed {run.cfg.seed}")
+            f"{eval_steps(run.cfg, scale)} Langevin steps at test")
 
 
 def _read_cache(run_dir: Path) -> dict:
@@ -57,15 +74,19 @@ def _read_cache(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def evaluate_run(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int,
-                 prereq: dict[str, Prerequisites], progress: bool = True) -> dict[str, float]:
-    """The metric's columns for one trained run, cached in the run folder by protocol."""
-    key = f"{metric}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
+def evaluate_run(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int,
+                 prereq: dict[str, Prerequisites], progress: bool = True
+                 ) -> dict[str, dict[str, float]]:
+    """{metric: its columns} for one trained run, each cached in the run folder by protocol."""
+    def key(m: str) -> str:
+        return f"{m}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
     cache = _read_cache(run.run_dir)
-    if key not in cache:
-        cache[key] = _measure(run, metric, scale, prereq, progress)
+    missing = [m for m in metrics if key(m) not in cache]
+    if missing:
+        for m, values in _measure(run, missing, scale, prereq, progress).items():
+            cache[key(m)] = values
         write_text(run.run_dir / EVAL_CACHE, json.dumps(cache, indent=2) + "\n")
-    return cache[key]
+    return {m: cache[key(m)] for m in metrics}
 
 
 def table_values(metric: str, entry: dict) -> dict[str, float]:
@@ -81,36 +102,37 @@ def table_values(metric: str, entry: dict) -> dict[str, float]:
     raise ValueError(f"no table columns for metric {metric!r}")
 
 
-def _measure(run: PlannedRun, metric: str, scale: ScaleSpec, prereq: dict[str, Prerequisites],
-             progress: bool) -> dict[str, float]:
+def _measure(run: PlannedRun, metrics: list[str], scale: ScaleSpec,
+             prereq: dict[str, Prerequisites], progress: bool) -> dict[str, dict[str, float]]:
     steps = eval_steps(run.cfg, scale)
-    if metric == "completion":
+    if metrics == ["completion"]:
         report = evaluate_completion(run.run_dir, run.run_dir / "eval_table", run.cfg.data.root, None,
                                      scale.num_samples or None, run.cfg.seed, steps)
         methods = report["methods"]
         ours, harm = methods["ours (conditional EBM + cVAE)"], methods["harmonic interpolation"]
-        return {"psnr_hole": ours["psnr_hole"]["mean"], "ssim_hole": ours["ssim_hole"]["mean"],
-                "l1_hole": ours["l1_hole"]["mean"], "psnr_hole_harmonic": harm["psnr_hole"]["mean"]}
-    results = evaluate(load_run(run.run_dir), [metric], prereq[run.cfg.data.name],
+        return {"completion": {
+            "psnr_hole": ours["psnr_hole"]["mean"], "ssim_hole": ours["ssim_hole"]["mean"],
+            "l1_hole": ours["l1_hole"]["mean"], "psnr_hole_harmonic": harm["psnr_hole"]["mean"]}}
+    results = evaluate(load_run(run.run_dir), metrics, prereq[run.cfg.data.name],
                        n=scale.num_samples, steps=steps, batch_size=run.cfg.train.num_chains,
                        seed=run.cfg.seed, run_dir=str(run.run_dir), progress=progress)
-    return table_values(metric, results[metric])
+    return {m: table_values(m, results[m]) for m in metrics}
 
 
-def prerequisites_by_dataset(metric: str, runs: list[PlannedRun], scale: ScaleSpec, cache_dir: Path,
-                             inception: Optional[str], progress: bool = True
+def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: ScaleSpec,
+                             cache_dir: Path, inception: Optional[str], progress: bool = True
                              ) -> dict[str, Prerequisites]:
-    """What the metric needs per dataset, loaded (the offline classifier: trained and cached in
+    """What the metrics need per dataset, loaded (the offline classifier: trained and cached in
     `cache_dir`/<dataset>.ckpt) before any training starts, so nothing fails late."""
-    if metric == "completion":
+    if metrics == ["completion"]:
         return {}
     datasets = sorted({r.cfg.data.name: r.cfg.data.root for r in runs}.items())
-    net = load_inception(inception) if metric in ("fid", "is") else None
+    net = load_inception(inception) if {"fid", "is"} & set(metrics) else None
     out = {}
     for name, root in datasets:
         clf = (ensure_classifier(cache_dir / f"{name}.ckpt", name, root, scale.classifier_epochs,
-                                 progress) if metric in ("cls_fid", "cls_is") else None)
-        out[name] = prerequisites([metric], name, root, reference="train", inception=net,
+                                 progress) if {"cls_fid", "cls_is"} & set(metrics) else None)
+        out[name] = prerequisites(metrics, name, root, reference="train", inception=net,
                                   fid_stats=default_inception_stats(name, "train"), classifier=clf,
                                   recon_n=scale.num_samples or None)
     return out
@@ -125,15 +147,16 @@ def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: P
     spec = load_table(table_path)
     scale: ScaleSpec = getattr(spec.scales, scale_name)
     runs = plan(spec, table_path, scale_name, runs_root, roots, folder, extra)
-    metric = metric_name(spec, scale)
-    prereq = prerequisites_by_dataset(metric, runs, scale, runs_root / "classifiers", inception,
+    metrics = metric_names(spec, scale)
+    prereq = prerequisites_by_dataset(metrics, runs, scale, runs_root / "classifiers", inception,
                                       progress)
     rows = []
     for k, run in enumerate(runs, 1):
-        print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}': {run.run_dir}", flush=True)
+        print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}' seed {run.seed}: "
+              f"{run.run_dir}", flush=True)
         it = train_run(run, threads, progress)
-        values = evaluate_run(run, metric, scale, it, prereq, progress)
+        values = evaluate_run(run, metrics, scale, it, prereq, progress)
         rows.append(Row(run.spec.label, setting(run.spec), values, run.spec.paper,
-                        protocol(run, metric, scale, it), run.spec.group, run.spec.x))
-        write_report(spec, scale_name, metric, rows, results_dir)  # partial tables along the way
-    return write_report(spec, scale_name, metric, rows, results_dir)
+                        protocol(run, metrics[0], scale, it), run.spec.group, run.spec.x, run.seed))
+        write_report(spec, scale_name, metrics, rows, results_dir)  # partial tables along the way
+    return write_report(spec, scale_name, metrics, rows, results_dir)

@@ -37,6 +37,7 @@ class PlannedRun:
     cfg: Any  # Config or CompletionConfig, validated
     run_dir: Path
     target: int  # training iterations the run must reach
+    seed: int  # the run's seed (one run per row and seed when the scale lists seeds)
 
 
 def parse_data_roots(values: list[str]) -> tuple[dict[str, str], Optional[str]]:
@@ -94,28 +95,35 @@ def target_iterations(cfg: Any, max_iters: Optional[int]) -> int:
 def plan(spec: TableSpec, table_path: Path, scale_name: str, runs_root: Path,
          roots: dict[str, str] | None = None, folder: Optional[str] = None,
          extra: list[str] = ()) -> list[PlannedRun]:
-    """Resolve and validate every run of a table at a scale; `extra` overrides come last."""
+    """Resolve and validate every run of a table at a scale, one per row (those the scale names)
+    and seed (rows in table order, seeds within a row); `extra` overrides come last."""
     scale: ScaleSpec = getattr(spec.scales, scale_name)
+    seeds = [[f"seed={s}"] for s in scale.seeds] if scale.seeds is not None else [[]]
+    rows = [r for r in spec.runs if scale.runs is None or r.label in scale.runs]
+    return [_plan_run(spec, run, table_path, scale, scale_name, runs_root, roots, folder,
+                      [*seed, *extra]) for run in rows for seed in seeds]
+
+
+def _plan_run(spec: TableSpec, run: RunSpec, table_path: Path, scale: ScaleSpec, scale_name: str,
+              runs_root: Path, roots: dict[str, str] | None, folder: Optional[str],
+              extra: list[str]) -> PlannedRun:
     build = completion_config_from_dict if spec.task == "completion" else config_from_dict
     here = table_path.parent
-    out = []
-    for run in spec.runs:
-        config_path = Path(os.path.normpath(here / (run.config or scale.config or spec.config)))
-        overrides = [*spec.set, *scale.set, *run.set, *extra]
-        raw = load_raw(config_path, overrides)
-        name = raw.get("data", {}).get("name") if isinstance(raw.get("data"), dict) else None
-        root = data_root(name, roots or {}, folder) if name else None
-        if root is not None:
-            overrides.append(f"data.root={root}")
-            raw["data"]["root"] = root
-        try:
-            cfg = build(raw)
-        except ConfigError as err:
-            raise ConfigError(f"{table_path} run '{run.label}' ({scale_name}): {err}") from err
-        run_dir = runs_root / scale_name / f"{config_path.stem}-{config_hash(cfg)}"
-        out.append(PlannedRun(run, config_path, overrides, cfg, run_dir,
-                              target_iterations(cfg, scale.max_iters)))
-    return out
+    config_path = Path(os.path.normpath(here / (run.config or scale.config or spec.config)))
+    overrides = [*spec.set, *scale.set, *run.set, *extra]
+    raw = load_raw(config_path, overrides)
+    name = raw.get("data", {}).get("name") if isinstance(raw.get("data"), dict) else None
+    root = data_root(name, roots or {}, folder) if name else None
+    if root is not None:
+        overrides.append(f"data.root={root}")
+        raw["data"]["root"] = root
+    try:
+        cfg = build(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{table_path} run '{run.label}' ({scale_name}): {err}") from err
+    run_dir = runs_root / scale_name / f"{config_path.stem}-{config_hash(cfg)}"
+    return PlannedRun(run, config_path, overrides, cfg, run_dir,
+                      target_iterations(cfg, scale.max_iters), cfg.seed)
 
 
 def run_state(run_dir: Path, target: int) -> tuple[Literal["new", "resume", "done"], int]:
@@ -152,6 +160,6 @@ def describe(run: PlannedRun, metric: Optional[str] = None) -> str:
               "done": f"done ({it} iterations): reused"}[state]
     paper = f" ({paper_value(run, metric)})" if metric else ""
     text = yaml.safe_dump(to_dict(run.cfg), sort_keys=False)
-    return (f"== run '{run.spec.label}'{paper}: {run.run_dir} [{status}; target {run.target} "
+    return (f"== run '{run.spec.label}', seed {run.seed}{paper}: {run.run_dir} [{status}; target {run.target} "
             f"iterations]\n   {train_command(run)}\n"
             + "".join(f"   | {line}\n" for line in text.splitlines()))

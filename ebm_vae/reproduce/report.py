@@ -33,7 +33,8 @@ PLOTTED = {"revised": "revised", "proposals": "VAE proposals", "psnr_revised": "
 
 @dataclass(frozen=True)
 class Row:
-    """One reported run: our values (COLUMNS of the metric), the paper's value, setting, protocol."""
+    """One trained run (a table row at one seed): {metric: its COLUMNS values}, the paper's value,
+    setting and protocol."""
     label: str
     setting: str
     values: dict
@@ -41,6 +42,25 @@ class Row:
     protocol: str
     group: Optional[str] = None
     x: Optional[float] = None
+    seed: Optional[int] = None
+
+
+def by_label(rows: list[Row]) -> list[list[Row]]:
+    """The rows of each table row (its seeds), in table order."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.label, []).append(r)
+    return list(groups.values())
+
+
+def spread(values: list[float]) -> tuple[float, float, float, float]:
+    """(mean, sample standard deviation (0 for one value), min, max) of the finite values."""
+    v = [x for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    if not v:
+        return (math.nan,) * 4
+    mean = sum(v) / len(v)
+    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return mean, std, min(v), max(v)
 
 
 def setting(run: RunSpec) -> str:
@@ -68,56 +88,87 @@ METRIC_NOTES = {
 }
 
 
-def render_markdown(spec: TableSpec, scale_name: str, metric: str, rows: list[Row]) -> str:
-    cols = COLUMNS[metric]
-    head = ["run", "setting", *[h for _, h in cols], f"paper ({spec.metric})", "protocol"]
+def _cell(rows: list[Row], metric: str, key: str) -> str:
+    values = [r.values.get(metric, {}).get(key) for r in rows]
+    if len(rows) == 1 or any(v is None for v in values):
+        return _fmt(values[0]) if len(rows) == 1 else "n/a"
+    mean, std, _, _ = spread(values)
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def render_markdown(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row]) -> str:
+    """One line per table row; over several seeds a value is mean ± sample std over the seeds."""
+    cols = [(m, k, h) for m in metrics for k, h in COLUMNS[m]]
+    head = ["run", "setting", "seeds", *[h for _, _, h in cols], f"paper ({spec.metric})", "protocol"]
+    notes = " ".join(METRIC_NOTES[m] for m in metrics)
     lines = [f"# Table {spec.id}: {spec.title}", "",
-             f"Scale `{scale_name}`; metric `{metric}`. {METRIC_NOTES[metric]}", ""]
+             f"Scale `{scale_name}`; metrics {', '.join(f'`{m}`' for m in metrics)}. {notes}", ""]
+    if any(len(g) > 1 for g in by_label(rows)):
+        lines += ["With several seeds a value is the mean ± the sample standard deviation over "
+                  "the seeds; the .csv file has every seed's value.", ""]
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r.label, r.setting, *[_fmt(r.values.get(k)) for k, _ in cols], _fmt(r.paper), r.protocol]
+    for group in by_label(rows):
+        r = group[0]
+        seeds = ", ".join("-" if g.seed is None else str(g.seed) for g in group)
+        cells = [r.label, r.setting, seeds, *[_cell(group, m, k) for m, k, _ in cols], _fmt(r.paper),
+                 r.protocol]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def render_csv(metric: str, rows: list[Row]) -> str:
-    keys = [k for k, _ in COLUMNS[metric]]
+def render_csv(metrics: list[str], rows: list[Row]) -> str:
+    """One line per run and seed; a value's column is <metric>.<key>."""
+    keys = [(m, k) for m in metrics for k, _ in COLUMNS[m]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "group", "x", "setting", "metric", *keys, "paper", "protocol"])
+    w.writerow(["run", "seed", "group", "x", "setting", *[f"{m}.{k}" for m, k in keys], "paper",
+                "protocol"])
     for r in rows:
-        w.writerow([r.label, r.group or "", "" if r.x is None else r.x, r.setting, metric,
-                    *[r.values.get(k, "") for k in keys], "" if r.paper is None else r.paper, r.protocol])
+        w.writerow([r.label, "" if r.seed is None else r.seed, r.group or "",
+                    "" if r.x is None else r.x, r.setting,
+                    *[r.values.get(m, {}).get(k, "") for m, k in keys],
+                    "" if r.paper is None else r.paper, r.protocol])
     return buf.getvalue()
 
 
-def plot_panels(metric: str, rows: list[Row]) -> list[tuple[str, dict]]:
-    """One panel per swept group: the plotted columns (and the paper's values, if any) vs x."""
+def plot_panels(metrics: list[str], rows: list[Row]) -> list[tuple[str, dict]]:
+    """One panel per metric and swept group: the plotted columns vs x (the mean over seeds, and
+    the lowest and highest seed where there are several) and the paper's values, if any."""
     panels = []
-    for group in dict.fromkeys(r.group for r in rows if r.group is not None):
-        pts = sorted((r for r in rows if r.group == group), key=lambda r: r.x)
-        series = {PLOTTED[k]: ([r.x for r in pts], [float(r.values.get(k, math.nan)) for r in pts])
-                  for k, _ in COLUMNS[metric] if k in PLOTTED}
-        known = [r for r in pts if r.paper is not None]
-        if known:
-            series["paper"] = ([r.x for r in known], [r.paper for r in known])
-        panels.append((f"{metric} vs {group}", series))
+    groups = [g for g in by_label(rows) if g[0].group is not None]
+    for metric in metrics:
+        for name in dict.fromkeys(g[0].group for g in groups):
+            pts = sorted((g for g in groups if g[0].group == name), key=lambda g: g[0].x)
+            xs = [g[0].x for g in pts]
+            series = {}
+            for k, _ in COLUMNS[metric]:
+                if k not in PLOTTED:
+                    continue
+                stats = [spread([r.values.get(metric, {}).get(k, math.nan) for r in g]) for g in pts]
+                series[PLOTTED[k]] = (xs, [s[0] for s in stats])
+                if any(len(g) > 1 for g in pts):
+                    series[f"{PLOTTED[k]}, lowest seed"] = (xs, [s[2] for s in stats])
+                    series[f"{PLOTTED[k]}, highest seed"] = (xs, [s[3] for s in stats])
+            known = [g[0] for g in pts if g[0].paper is not None]
+            if known:
+                series["paper"] = ([r.x for r in known], [r.paper for r in known])
+            panels.append((f"{metric} vs {name}", series))
     return panels
 
 
-def write_report(spec: TableSpec, scale_name: str, metric: str, rows: list[Row], out_dir: Path
-                 ) -> list[Path]:
+def write_report(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row],
+                 out_dir: Path) -> list[Path]:
     """results/table<id>.md and .csv, and table<id>.png for sweeps; returns the paths written."""
     stem = out_dir / f"table{spec.id}"
     written = []
-    for suffix, text in ((".md", render_markdown(spec, scale_name, metric, rows)),
-                         (".csv", render_csv(metric, rows))):
+    for suffix, text in ((".md", render_markdown(spec, scale_name, metrics, rows)),
+                         (".csv", render_csv(metrics, rows))):
         path = stem.with_suffix(suffix)
         write_text(path, text)
         written.append(path)
-    panels = plot_panels(metric, rows)
+    panels = plot_panels(metrics, rows)
     if panels:
         save_plots(stem.with_suffix(".png"), panels, xlabel="swept value")
         written.append(stem.with_suffix(".png"))

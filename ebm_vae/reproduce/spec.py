@@ -44,6 +44,10 @@ class ScaleSpec:
     # sample.steps (released test script) or the run's training langevin.steps
     offline: bool = False  # classifier metrics in place of Inception ones (cls_fid, cls_is)
     classifier_epochs: int = 1  # epochs when the offline classifier has to be trained
+    # metrics computed at this scale; null: the table's metric (its offline stand-in if offline)
+    metrics: Optional[List[Literal["fid", "is", "cls_fid", "cls_is", "recon", "completion"]]] = None
+    seeds: Optional[List[int]] = None  # one run per seed for every row; null: the config's seed
+    runs: Optional[List[str]] = None  # labels of the rows run at this scale; null: every row
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,18 @@ def table_from_dict(raw: dict, where: str = "table") -> TableSpec:
              f"scales.{name}.offline: only fid and is have offline stand-ins")
         need(spec.metric not in ("fid", "is") or s.num_samples >= 10,
              f"scales.{name}.num_samples must be >= 10 for {spec.metric}")
+        if s.metrics is not None:
+            need(len(s.metrics) >= 1 and len(set(s.metrics)) == len(s.metrics),
+                 f"scales.{name}.metrics must be a non-empty list without repeats")
+            need(("completion" in s.metrics) == (spec.task == "completion") and (
+                spec.task != "completion" or len(s.metrics) == 1),
+                 f"scales.{name}.metrics: 'completion' goes with task 'completion' (and alone)")
+        unknown = sorted(set(s.runs or []) - set(labels))
+        need(not unknown, f"scales.{name}.runs: no rows labelled {unknown} (have {labels})")
+        need(s.runs is None or len(s.runs) >= 1, f"scales.{name}.runs: name at least one row")
+        if s.seeds is not None:
+            need(len(s.seeds) >= 1 and len(set(s.seeds)) == len(s.seeds),
+                 f"scales.{name}.seeds must be a non-empty list of distinct seeds")
     return spec
 
 
@@ -117,7 +133,10 @@ def find_tables(table: str, tables_dir: Path = TABLES_DIR) -> list[Path]:
     return found
 
 
-def metric_name(spec: TableSpec, scale: ScaleSpec) -> str:
-    """The metric actually computed at `scale` (cls_fid / cls_is in place of fid / is offline)."""
-    return OFFLINE[spec.metric] if scale.offline else spec.metric
+def metric_names(spec: TableSpec, scale: ScaleSpec) -> list[str]:
+    """The metrics computed at `scale`: its `metrics`, else the table's metric (cls_fid / cls_is in
+    place of fid / is offline). The first one is the table's headline value."""
+    if scale.metrics is not None:
+        return list(scale.metrics)
+    return [OFFLINE[spec.metric] if scale.offline else spec.metric]
 
