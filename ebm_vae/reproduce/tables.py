@@ -242,12 +242,11 @@ def plan(spec: TableSpec, table_path: Path, scale_name: str, runs_root: Path,
 def run_state(run_dir: Path, target: int) -> tuple[Literal["new", "resume", "done"], int]:
     """What a run folder needs: ('new', 0) without a checkpoint, ('resume', it) below `target`,
     ('done', it) at or past it."""
-    from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
+    from ebm_vae.core.runs import checkpoint_iteration
 
-    ckpt = run_dir / CHECKPOINT
-    if not ckpt.is_file():
-        return "new", 0
-    it = int(load_checkpoint(ckpt)["iteration"])
+    it = checkpoint_iteration(run_dir)
+    if it is None:  # one killed before its first checkpoint (it has a log) restarts from 0
+        return ("resume" if (run_dir / "log.csv").exists() else "new"), 0
     return ("done" if it >= target else "resume"), it
 
 

@@ -48,11 +48,9 @@ def save_grids(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], nrow:
 
 
 def _save(img: Image.Image, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    from ebm_vae.utils.atomic import atomic_write
+    with atomic_write(path, "wb") as fh:
+        img.save(fh, format="PNG")
 
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
