@@ -241,10 +241,14 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
     (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a snapshot), plus
     state.json. Whole or not at all; on failure (e.g. a full disk) the temporary folder is
     removed, the previous checkpoint stays, and a one-line WriteError is raised. An existing
-    checkpoint of the same iteration is kept as it is. Older checkpoints are removed after."""
+    checkpoint of the same iteration is kept (`info` is added to its state.json). Older
+    checkpoints are removed after."""
     folder = Path(run_dir) / CHECKPOINTS
     target = folder / f"iter_{iteration:07d}"
-    if (target / STATE_FILE).is_file():
+    if (target / STATE_FILE).is_file():  # the same state: keep it, add `info` to state.json
+        if info:
+            meta = json.loads((target / STATE_FILE).read_text())
+            write_text(target / STATE_FILE, json.dumps({**meta, **info}, indent=1) + "\n")
         return target
     tmp = folder / f".{target.name}.tmp-{os.getpid()}"
     try:
@@ -265,8 +269,9 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
         os.rename(tmp, target)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"cannot write checkpoint {target}: {err.strerror or err}; the previous "
-                         "checkpoint is unchanged") from err
+        why = str(err) if isinstance(err, WriteError) else (
+            f"cannot write checkpoint {target}: {err.strerror or err}")
+        raise WriteError(f"{why}; the previous checkpoint is unchanged") from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -374,6 +379,24 @@ def convert_legacy(run_dir: str | Path) -> Path:
     states = {n: _to_tensors(dict(s)) for n, s in state["modules"].items()}
     return write_checkpoint(run_dir, it, dict.fromkeys(states), states,
                             info={"converted_from": LEGACY_CHECKPOINT})
+
+
+def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write `out_dir/config.yaml` and the three networks' `.pdparams` from a run's newest
+    checkpoint (either format): a folder `open_run` and tools/sample.py load, with no optimiser
+    states and no data."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
+    state = read_checkpoint(found, [] if found.is_file() else NETWORKS)
+    for name in NETWORKS:
+        if name not in state["modules"]:
+            raise CheckpointError(f"{found} has no state for '{name}'")
+        write_bytes(out_dir / f"{name}.pdparams",
+                    _tensor_bytes(_to_tensors(dict(state["modules"][name]))))
+    write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
+    return out_dir
 
 
 # ---------------------------------------------------------------------------------------------

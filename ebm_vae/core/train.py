@@ -375,7 +375,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             try:
                 it = load_objects(run_dir, task.modules())
             except CheckpointError as err:
-                raise TrainingError(f"cannot resume from {found}: {err}") from err
+                raise TrainingError(f"cannot resume: {err}") from err
             saved = it
         elif main:
             _warn(f"{run_dir} has no checkpoint yet: starting again from iteration 0")
