@@ -310,6 +310,9 @@ def apply_override(raw: dict, assignment: str) -> None:
                 nxt = node[k] = {}
             else:
                 raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}': cannot be overridden")
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}' is a single value "
+                              f"({nxt!r}), so '{path.strip()}' cannot be set")
         node = nxt
     try:
         value = yaml.safe_load(text) if text.strip() else None
@@ -347,9 +350,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' files form a cycle")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text (UTF-8) YAML file: {err.reason} at byte "
+                          f"{err.start}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     if "base" in raw:
