@@ -143,6 +143,13 @@ def test_old_format_run_loads_resumes_and_converts(tiny_raw, tiny_images, tmp_pa
                 np.testing.assert_array_equal(new[m][k].numpy(), v, err_msg=f"{m}/{k}")
     assert convert_tool.main([str(conv)]) == 2  # nothing left to convert: one line
     assert "nothing to convert" in _error_line(capsys)
+    # an old process that kept training after the conversion: its newer last.ckpt wins
+    still = tmp_path / "still"
+    shutil.copytree(conv, still)
+    save_checkpoint(still / LEGACY_CHECKPOINT, {"iteration": 3,
+                                                "modules": layer_states(task.modules())})
+    assert latest_checkpoint(still) == still / LEGACY_CHECKPOINT
+    assert checkpoint_iteration(still) == 3
     # both resume to the uninterrupted result: the old file directly, and the converted run
     _run(tiny_raw, tiny_images, old, 4, resume=True)
     _run(tiny_raw, tiny_images, conv, 4, resume=True)

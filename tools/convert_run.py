@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Convert a run folder of the old checkpoint format (checkpoints/last.ckpt, one pickle) to
 Paddle's files: checkpoints/iter_N/ with ebm/encoder/decoder.pdparams, opt_ebm/opt_vae.pdopt and
-state.json. The old file is left in place (the new folder takes precedence); sampling,
-evaluation and --resume read either. Safe to run while nothing is training in that folder.
+state.json. The old file is left in place; sampling, evaluation and --resume read either and
+take whichever is at the later iteration (so converting a run that an old process is still
+training is safe: convert again when it stops).
 
   python tools/convert_run.py runs/mnist
   python tools/convert_run.py runs/mnist --weights-only pretrained/mnist   # config.yaml + .pdparams

@@ -208,14 +208,30 @@ def checkpoint_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+_LEGACY_ITERATIONS: dict[tuple, int] = {}
+
+
+def _legacy_iteration(path: Path) -> int:
+    """The iteration of an old-format checkpoint (cached per file version: it is one pickle)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _LEGACY_ITERATIONS:
+        _LEGACY_ITERATIONS.clear()
+        _LEGACY_ITERATIONS[key] = int(load_checkpoint(path)["iteration"])
+    return _LEGACY_ITERATIONS[key]
+
+
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    """The newest checkpoint of a run: an `iter_*` folder, or the old-format `last.ckpt`;
-    None if the run has none."""
+    """The newest checkpoint of a run: an `iter_*` folder, or the old-format `last.ckpt` (also
+    when both exist and `last.ckpt` is further along, e.g. an old process kept training after a
+    conversion); None if the run has none."""
     dirs = checkpoint_dirs(run_dir)
-    if dirs:
-        return dirs[-1][1]
     legacy = Path(run_dir) / LEGACY_CHECKPOINT
-    return legacy if legacy.is_file() else None
+    if not legacy.is_file():
+        return dirs[-1][1] if dirs else None
+    if dirs and dirs[-1][0] >= _legacy_iteration(legacy):
+        return dirs[-1][1]
+    return legacy
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
@@ -344,7 +360,7 @@ def checkpoint_iteration(run_dir: str | Path) -> Optional[int]:
     if found is None:
         return None
     if found.is_file():
-        return int(read_checkpoint(found)["iteration"])
+        return _legacy_iteration(found)
     try:
         return int(json.loads((found / STATE_FILE).read_text())["iteration"])
     except (OSError, ValueError, KeyError, TypeError) as err:
