@@ -426,6 +426,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                     if it % train.sample_every == 0 or it == total:
                         save_grids(run_dir / "samples" / f"iter_{it:07d}.png", task.panels())
                         log.plot(run_dir / "losses.png", plots)
+                except WriteError:
+                    raise
                 except OSError as err:
                     raise WriteError(f"cannot write in {run_dir}: {err.strerror or err}") from err
                 if it % train.checkpoint_every == 0 or it == total:

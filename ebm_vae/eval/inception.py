@@ -295,8 +295,12 @@ def read_torch_state(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InceptionWeightsError(f"{path} not found. " + weights_help())
     if path.suffix == ".npz":
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        import zipfile
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise InceptionWeightsError(f"{path} is not a readable .npz: {err}") from err
     try:
         import torch
     except ImportError as err:
@@ -314,9 +318,10 @@ def convert_file(src: str | Path, dst: str | Path) -> int:
     number of parameters written."""
     state = convert_state_dict(read_torch_state(src))
     check_state(expected_shapes(), state, str(src))
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(tmp))
-    tmp.replace(dst)
+    import io
+
+    from ebm_vae.utils.atomic import write_bytes
+    buf = io.BytesIO()
+    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, buf)
+    write_bytes(dst, buf.getvalue())
     return sum(v.size for v in state.values())
