@@ -579,3 +579,56 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
     _assert_same_states(run, ref)
     assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == list(range(1, TOTAL + 1))
     assert not list((run / "checkpoints").glob(".*"))  # no temporary folder left
+
+
+def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_path, monkeypatch):
+    import ebm_vae.core.train as train_mod
+    _run(tiny_raw, tiny_images, tmp_path / "full", 4)
+    run = tmp_path / "run"
+    real, calls = csv.DictWriter, [0]
+
+    class FullDisk(real):
+        def writerow(self, row):
+            calls[0] += 1
+            if calls[0] == 4:  # header, rows 1, 2, then row 3: half of it reaches the disk
+                self.writer.writerow(list(row.values())[:3])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().writerow(row)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod.csv, "DictWriter", FullDisk)
+        with pytest.raises(WriteError, match="log.csv: No space left on device"):
+            _run(tiny_raw, tiny_images, run, 4)
+    assert checkpoint_iteration(run) == 2
+    _run(tiny_raw, tiny_images, run, 4, resume=True)
+    assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == [1, 2, 3, 4]
+    _assert_same_states(run, tmp_path / "full")
+
+
+def test_a_second_signal_abandons_the_iteration_and_saves_the_state_before_it(
+        tiny_raw, tiny_images, tmp_path, monkeypatch):
+    """SIGINT twice inside iteration 3, after its updates: the checkpoint is the state after
+    iteration 2, exactly."""
+    import ebm_vae.core.train as train_mod
+    _run(tiny_raw, tiny_images, tmp_path / "ref2", 2)
+    real, calls = train_mod.GenerationTask.step, [0]
+
+    def step(self, batch):
+        calls[0] += 1
+        out = real(self, batch)
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # finish the iteration, then stop...
+            os.kill(os.getpid(), signal.SIGINT)  # ...no: stop now
+            time.sleep(0.1)
+        return out
+
+    monkeypatch.setattr(train_mod.GenerationTask, "step", step)
+    tiny_raw["train"]["checkpoint_every"] = 100
+    run = tmp_path / "run"
+    with pytest.raises(train_mod.Interrupted) as err:
+        _run(tiny_raw, tiny_images, run, 6)
+    assert err.value.exit_code == 130
+    assert "SIGINT: stopped after iteration 2" in str(err.value)
+    assert checkpoint_iteration(run) == 2
+    _assert_same_states(run, tmp_path / "ref2")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
