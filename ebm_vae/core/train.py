@@ -280,9 +280,10 @@ def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
     return images, run_dir
 
 
-class Interrupted(UserError):
+class Interrupted(TrainingError):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint; `exit_code` is
-    128 + the signal number (130, 143)."""
+    128 + the signal number (130, 143). A TrainingError, so tools that catch only that still
+    print its one line."""
 
     def __init__(self, signum: int, iteration: int, checkpoint: Path, run_dir: Path):
         name = signal.Signals(signum).name
