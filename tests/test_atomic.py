@@ -41,3 +41,16 @@ def test_a_full_disk_is_one_line_and_nothing_is_replaced(tmp_path, monkeypatch):
         write_bytes(target, b"new")
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        os.chmod(tmp_path / "new.txt", 0o640)
+        write_text(tmp_path / "new.txt", "y")  # a replaced file keeps its mode
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)

@@ -283,7 +283,7 @@ def trained_run(tmp_path_factory):
 def test_training_writes_grid_checkpoint_and_resumes(trained_run):
     root, run = trained_run
     assert (run / "samples/iter_0000002.png").is_file() and (run / "losses.png").is_file()
-    assert (run / "checkpoints/last.ckpt").is_file()
+    assert (run / "checkpoints/iter_0000002/state.json").is_file()
     rows = (run / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and "hole_l1" in rows[0]
     assert complete_tool.main(["train", "--resume", str(run), "--max-iters", "3",

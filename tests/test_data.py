@@ -286,7 +286,7 @@ def test_bad_name_and_split(tmp_path):
 
 
 def test_root_not_a_folder(tmp_path):
-    with pytest.raises(DatasetError, match="not a folder.*\n.*data.root"):
+    with pytest.raises(DatasetError, match="not a folder. .*data.root"):
         load_split("mnist", str(tmp_path / "nope"))
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ebm_vae.core.config import ConfigError
-from ebm_vae.core.runs import CHECKPOINT, save_checkpoint
+from ebm_vae.core.runs import LEGACY_CHECKPOINT, latest_checkpoint, save_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import data_root, parse_data_roots, plan, run_state
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
@@ -204,7 +204,7 @@ def test_run_state_new_resume_done(tmp_path):
     assert run_state(tmp_path / "missing", 10) == ("new", 0)
     (tmp_path / "config.yaml").write_text("{}")  # interrupted before its first checkpoint
     assert run_state(tmp_path, 10) == ("new", 0)
-    save_checkpoint(tmp_path / CHECKPOINT, {"iteration": 6, "modules": {}})
+    save_checkpoint(tmp_path / LEGACY_CHECKPOINT, {"iteration": 6, "modules": {}})
     assert run_state(tmp_path, 10) == ("resume", 6)
     assert run_state(tmp_path, 6) == ("done", 6)
     assert run_state(tmp_path, 4) == ("done", 6)
@@ -243,9 +243,9 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
     planned = plan(load_table(path), path, "quick", tmp_path / "runs", {"mnist": str(data)})
     run_dirs = [r.run_dir for r in planned]
     assert [run_state(d, 2) for d in run_dirs] == [("done", 2), ("done", 2)]
-    ckpt_times = [(d / CHECKPOINT).stat().st_mtime_ns for d in run_dirs]
+    ckpt_times = [(latest_checkpoint(d) / "state.json").stat().st_mtime_ns for d in run_dirs]
     reproduce(path, **args)  # everything reused: no training
-    assert [(d / CHECKPOINT).stat().st_mtime_ns for d in run_dirs] == ckpt_times
+    assert [(latest_checkpoint(d) / "state.json").stat().st_mtime_ns for d in run_dirs] == ckpt_times
     table["scales"]["quick"]["max_iters"] = 3  # a longer target resumes the same folders
     path.write_text(yaml.safe_dump(table))
     reproduce(path, **args)

@@ -17,7 +17,7 @@ import pytest
 from ebm_vae.core.config import config_from_dict, dump_config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import CHECKPOINT, layer_states, load_checkpoint, load_run, save_checkpoint
+from ebm_vae.core.runs import LEGACY_CHECKPOINT, layer_states, load_checkpoint, load_run, save_checkpoint
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
@@ -41,13 +41,13 @@ def _make_run(raw: dict, run_dir: Path, seed: int = 11) -> None:
     dump_config(cfg, run_dir / "config.yaml")
     paddle.seed(seed)
     models = build_models(cfg.model)
-    save_checkpoint(run_dir / CHECKPOINT, {"iteration": 7, "modules": layer_states(models._asdict())})
+    save_checkpoint(run_dir / LEGACY_CHECKPOINT, {"iteration": 7, "modules": layer_states(models._asdict())})
 
 
 def test_load_run_restores_the_checkpoint_or_the_initialisation(tiny_raw, tmp_path):
     _make_run(tiny_raw, tmp_path)
     run = load_run(tmp_path)
-    saved = load_checkpoint(tmp_path / CHECKPOINT)["modules"]["decoder"]
+    saved = load_checkpoint(tmp_path / LEGACY_CHECKPOINT)["modules"]["decoder"]
     got = run.models.decoder.state_dict()
     assert run.iteration == 7 and all(np.array_equal(got[k].numpy(), saved[k]) for k in saved)
     assert not run.models.decoder.training and not run.models.encoder.training

@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .pdparams")
     args = parser.parse_args(argv)
 
-    from ebm_vae.eval.inception import InceptionWeightsError, convert_file
+    from ebm_vae.errors import UserError
+    from ebm_vae.eval.inception import convert_file
 
     try:
         count = convert_file(args.src, args.dst)
-    except InceptionWeightsError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst} ({count:,} values)")

@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--train-classifier", action="store_true",
                       help="train the cls_fid classifier (dataset from --ckpt or --dataset) and exit")
     mode.add_argument("--reconstruct", action="store_true", help="shorthand for --metrics recon")
-    p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + checkpoints/last.ckpt)")
+    p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + a checkpoint or the .pdparams)")
     p.add_argument("--metrics", default="cls_fid", help=f"comma list of {', '.join(METRICS)} "
                    "(default cls_fid)")
     p.add_argument("--dataset", help="dataset when there is no --ckpt")

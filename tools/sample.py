@@ -19,18 +19,17 @@ import numpy as np
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write arrays to an .npz atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    from ebm_vae.utils.atomic import atomic_write
+    with atomic_write(path, "wb") as fh:
         np.savez(fh, **arrays)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, metavar="RUN_DIR",
-                        help="run folder (config.yaml + checkpoints/last.ckpt)")
+                        help="run folder: config.yaml and a checkpoint (checkpoints/iter_N/ or an old "
+                        "last.ckpt), or config.yaml beside ebm/encoder/decoder.pdparams")
     parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--steps", type=int, help="Langevin steps (default: the config's sample.steps)")
     parser.add_argument("--batch-size", type=int,
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ebm_vae.core.config import ConfigError
     from ebm_vae.core.runs import load_run
+    from ebm_vae.errors import UserError
     from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
     from ebm_vae.utils.images import save_grids
     from ebm_vae.utils.runtime import seed_all
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.n < 1 or args.pairs < 1 or args.points < 2:
             raise ConfigError("need --n >= 1, --pairs >= 1 and --points >= 2")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.steps is not None and args.steps < 0:
+            raise ConfigError(f"--steps must be >= 0, got {args.steps}")
         run_dir = Path(args.ckpt)
         run = load_run(run_dir, untrained=args.untrained, device=args.device)
         seed_all(run.cfg.seed if args.seed is None else args.seed)
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                              (f"revised ({steps} Langevin steps)", pair.revised)], nrow=args.points)
             print(f"wrote {out}", file=sys.stderr)
             return 0
-        batch = args.batch_size or run.cfg.train.num_chains
+        batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
         pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
                                 progress=not args.no_progress)
         images = np.clip(pair.revised, -1.0, 1.0)
@@ -85,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         save_npz(out, **arrays)
         save_grids(out.with_suffix(".png"), [("VAE proposals g(z)", pair.proposals[:64]),
                                              (f"revised ({steps} Langevin steps)", images[:64])])
-        print(f"wrote {out} ({len(images)} images, {steps} Langevin steps, iteration "
-              f"{run.iteration}) and {out.with_suffix('.png')}", file=sys.stderr)
-    except (ConfigError, FileNotFoundError, RuntimeError, ValueError) as err:
+        age = "unknown iteration" if run.iteration is None else f"iteration {run.iteration}"
+        print(f"wrote {out} ({len(images)} images, {steps} Langevin steps, {age}) and "
+              f"{out.with_suffix('.png')}", file=sys.stderr)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     return 0
 
 

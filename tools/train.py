@@ -2,7 +2,9 @@
 """Train an EBM with a VAE as amortized sampler (Algorithm 1) on MNIST, Fashion-MNIST or CIFAR-10.
 
 Writes to the run folder: config.yaml (resolved), log.csv, samples/iter_*.png (VAE proposals next
-to Langevin-revised samples), losses.png and checkpoints/last.ckpt.
+to Langevin-revised samples), losses.png and checkpoints/iter_N/ (ebm/encoder/decoder.pdparams,
+opt_ebm/opt_vae.pdopt, state.json). Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the last
+completed iteration and exits with 130 / 143; --resume continues exactly.
 
   python tools/train.py -c experiments/mnist.yaml --data-root ~/data/mnist --max-iters 100
   python tools/train.py --resume runs/mnist --max-iters 200
@@ -12,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ebm_vae.core.config import ConfigError
-from ebm_vae.core.train import TrainingError, train_generation
-from ebm_vae.data.datasets import DatasetError
+from ebm_vae.core.runs import model_shapes
+from ebm_vae.core.train import Interrupted, train_generation
+from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.cli import add_train_args, resolve
 
@@ -25,13 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(parser)
     args = parser.parse_args(argv)
     try:
-        cfg, run_dir, resume = resolve(args)
+        cfg, run_dir, resume = resolve(args, shapes=model_shapes)
         print(f"run folder: {run_dir}", file=sys.stderr)
         train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
                          threads=args.threads, evaluation=training_evaluation)
-    except (ConfigError, DatasetError, TrainingError, FileNotFoundError) as err:
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (data loading): nothing to save
+        print("interrupted before the first iteration: nothing was saved", file=sys.stderr)
+        return 130
     print(f"done: {run_dir}", file=sys.stderr)
     return 0
 

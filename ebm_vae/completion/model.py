@@ -26,7 +26,7 @@ from ebm_vae.completion.masks import MaskSource, paste
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import frozen, langevin_step
 from ebm_vae.core.models import EBM, Decoder, Encoder, conv_stack, conv_stack_size
-from ebm_vae.core.runs import CHECKPOINT, load_checkpoint, load_layer_states
+from ebm_vae.core.runs import load_objects
 from ebm_vae.core.teach import TeachStats, learn
 from ebm_vae.core.train import GENERATION_PLOTS, TeachTask, TrainingError, fit, start_run
 from ebm_vae.data.folders import load_folder_split, to_float
@@ -174,7 +174,7 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
     images, run_dir = start_run(cfg, images, run_dir, resume)
     task = CompletionTask(cfg)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        plots=COMPLETION_PLOTS, progress=progress)
+        plots=COMPLETION_PLOTS, progress=progress, config=cfg)
     return task
 
 
@@ -186,7 +186,7 @@ def load_completion_run(run_dir: str | Path) -> tuple[CompletionConfig, Conditio
     cfg = load_completion_config(run_dir / "config.yaml")
     configure_runtime(cfg.device)
     models = build_conditional_models(cfg.model)
-    load_layer_states(models._asdict(), load_checkpoint(run_dir / CHECKPOINT)["modules"])
+    load_objects(run_dir, models._asdict())
     for layer in models:
         layer.eval()
     return cfg, models

@@ -14,6 +14,7 @@ from typing import Any, List, Literal, Optional, Union
 import yaml
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import write_text
 
 
 class ConfigError(UserError, ValueError):
@@ -298,15 +299,27 @@ def apply_override(raw: dict, assignment: str) -> None:
     keys = path.strip().split(".")
     node: Any = raw
     for i, k in enumerate(keys[:-1]):
-        nxt = node[int(k)] if isinstance(node, list) and k.isdigit() else (
-            node.get(k) if isinstance(node, dict) else None)
+        if isinstance(node, list):
+            _require(k.isdigit() and int(k) < len(node), ".".join(keys[:i + 1]),
+                     f"list index out of range (the list has {len(node)} entries)")
+            nxt = node[int(k)]
+        else:
+            nxt = node.get(k) if isinstance(node, dict) else None
         if nxt is None:
             if isinstance(node, dict):
                 nxt = node[k] = {}
             else:
                 raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}': cannot be overridden")
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}' is a single value "
+                              f"({nxt!r}), so '{path.strip()}' cannot be set")
         node = nxt
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        raise ConfigError(f"override '{assignment}': the value is not valid YAML ({problem}); "
+                          "quote strings that contain ':', '#', '[' or '{'") from None
     last = keys[-1]
     if isinstance(node, list):
         _require(last.isdigit() and int(last) < len(node), path, "list index out of range")
@@ -337,9 +350,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' files form a cycle")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text (UTF-8) YAML file: {err.reason} at byte "
+                          f"{err.start}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     if "base" in raw:
@@ -369,4 +390,4 @@ def to_dict(cfg: Config) -> dict:
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (it loads back to an equal `Config`)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

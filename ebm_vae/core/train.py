@@ -5,8 +5,13 @@ small interface (`modules`, `set_epoch`, `step`, `panels`), so other tasks reuse
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,10 +22,11 @@ import paddle
 
 from ebm_vae.core.config import Config, TrainConfig, dump_config
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import (CHECKPOINT, NONFINITE_CHECKPOINT, layer_states, load_checkpoint,
-                               load_layer_states, save_checkpoint)
+from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, has_checkpoint, latest_checkpoint,
+                               load_objects, snapshot_states, write_checkpoint)
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.parallel import (average_batch_norm, check_shards, data_parallel, init_world,
                                     mean_over_workers, mean_values, seed_worker, shard, world)
@@ -132,36 +138,53 @@ def epoch_order(n: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:
 
 
 class RunLog:
-    """CSV log (`log.csv`) of one row per logged iteration, kept in memory for the plots."""
+    """CSV log (`log.csv`) of one row per logged iteration, kept in memory for the plots.
+
+    Rows are appended and flushed one at a time; `sync()` fsyncs them (before a checkpoint is
+    written). On resume the rows up to the checkpoint are kept and the file is rewritten
+    atomically; a torn row (a crash or a full disk during an append) is dropped with a warning."""
 
     def __init__(self, path: Path, keep_until: int | None):
         self.path = path
         self.rows: list[dict[str, Any]] = []  # values as numbers, or as read back from the CSV
         if keep_until is not None and path.exists():
-            with open(path, newline="") as fh:
-                self.rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= keep_until]
+            self.rows = [r for r in read_log(path) if int(r["iteration"]) <= keep_until]
             self._rewrite()
         elif path.exists():
             path.unlink()
 
     def _rewrite(self) -> None:
         if not self.rows:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_write(self.path, "w") as fh:
             w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.path)
 
     def append(self, row: dict[str, float]) -> None:
         new = not self.path.exists()
         self.rows.append(row)
-        with open(self.path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        try:
+            with open(self.path, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+                fh.flush()
+        except OSError as err:
+            raise WriteError(f"cannot append to {self.path}: {err.strerror or err}") from err
+
+    def sync(self) -> None:
+        """fsync the appended rows (called before each checkpoint)."""
+        if not self.path.exists():
+            return
+        try:
+            with open(self.path, "a") as fh:
+                os.fsync(fh.fileno())
+        except OSError as err:
+            raise WriteError(f"cannot write {self.path}: {err.strerror or err}") from err
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
         pts = [(float(r["iteration"]), float(r[key])) for r in self.rows if key in r]
@@ -173,27 +196,82 @@ class RunLog:
         save_plots(path, [p for p in available if p[1]])
 
 
+def _row_ok(row: list[str], header: list[str]) -> bool:
+    if len(row) != len(header):
+        return False
+    try:
+        int(row[header.index("iteration")])
+        for v in row:
+            float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of a log.csv. A malformed row (wrong field count, a value that is not a
+    number, or a last line without its newline: a torn append) is dropped with a warning."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn_tail = not text.endswith("\n") and text != ""
+    if lines and lines[-1] == "":
+        lines.pop()
+    rows = list(csv.reader(lines))
+    if not rows or (torn_tail and len(rows) == 1) or "iteration" not in rows[0]:
+        if text.strip():
+            _warn(f"{path}: no readable header; the old log rows are dropped")
+        return []
+    header, out = rows[0], []
+    for i, row in enumerate(rows[1:], start=2):
+        last = i == len(rows)
+        if (last and torn_tail) or not _row_ok(row, header):
+            _warn(f"{path}: dropped {'a torn last row' if last else 'a malformed row'} "
+                  f"(line {i}: {','.join(row)[:60]!r})")
+            continue
+        out.append(dict(zip(header, row)))
+    return out
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 GENERATION_PLOTS = [("EBM loss: mean f(revised) - mean f(data)", ["loss_ebm"]),
                     ("f on data and on revised samples", ["f_data", "f_revised"]),
                     ("VAE loss: SSE + gamma KL", ["loss_vae"]),
                     ("reconstruction SSE and KL", ["recon", "kl"])]
 
 
-def _save_state(task: Task, path: Path, iteration: int) -> None:
-    save_checkpoint(path, {"iteration": iteration, "modules": layer_states(task.modules())})
+def _save_state(task: Task, run_dir: Path, iteration: int, states: dict | None = None,
+                info: dict | None = None, log: RunLog | None = None) -> Path:
+    """Write the run's checkpoint for `iteration` (the task's current states, or `states`);
+    the log's appended rows are fsynced first."""
+    if log is not None:
+        log.sync()
+    return write_checkpoint(run_dir, iteration, task.modules(), states, info)
+
+
+RUN_FILES = ("log.csv", "samples", "losses.png")
 
 
 def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool) -> None:
-    """Create the run folder and write the resolved config; refuse to clobber a finished run.
+    """Create the run folder and write the resolved config; refuse to clobber a run (a
+    checkpoint, or a log or grids of a run killed before its first checkpoint). On resume the
+    config is written by `fit`, only after the checkpoint has loaded into the networks.
     Data-parallel: every worker checks, worker 0 writes (atomically: the others may be reading)."""
-    ckpt = run_dir / CHECKPOINT
-    if not resume and ckpt.exists():
-        raise TrainingError(f"{run_dir} already holds a run ({ckpt}); use --resume to continue "
-                            "it or --out for a new folder")
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise TrainingError(f"cannot resume: {run_dir / 'config.yaml'} not found")
+        return
+    found = ([str(latest_checkpoint(run_dir).relative_to(run_dir))] if has_checkpoint(run_dir)
+             else []) + [f for f in RUN_FILES if (run_dir / f).exists()]
+    if found:
+        raise TrainingError(f"{run_dir} already holds a run ({', '.join(found)}); nothing was "
+                            f"overwritten. Use --resume {run_dir} to continue it, or --out for "
+                            "a new folder")
     if world().rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml.tmp")
-        (run_dir / "config.yaml.tmp").replace(run_dir / "config.yaml")
+        dump_config(cfg, run_dir / "config.yaml")
 
 
 def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
@@ -212,17 +290,87 @@ def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
     return images, run_dir
 
 
+class Interrupted(TrainingError):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint; `exit_code` is
+    128 + the signal number (130, 143). A TrainingError, so tools that catch only that still
+    print its one line."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path, run_dir: Path):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped after iteration {iteration}, checkpoint saved in "
+                         f"{checkpoint}; continue with --resume {run_dir}")
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+class _Abandon(BaseException):
+    """Raised inside an iteration by a second signal: the iteration is dropped."""
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM during `fit`: the first one lets the current iteration finish, then `fit`
+    saves and stops; a second one abandons the iteration at once (its state is not saved, the
+    one before it is). Installed only in the main thread of a single process."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self.in_step = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            print(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving a "
+                  "checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+        elif self.in_step:
+            raise _Abandon()
+
+    @contextlib.contextmanager
+    def step(self) -> Any:
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
+
+
+def _nonfinite_message(err: NonFiniteError, it: int, epoch: int, saved: Path | str) -> str:
+    if str(getattr(err, "quantity", "")).startswith("VAE"):
+        what = ("The EBM had already taken this iteration's Adam step, the VAE had not; that EBM "
+                "step is discarded")
+    else:
+        what = "No network was updated in this iteration"
+    return (f"iteration {it + 1} (epoch {epoch}): {err}. {what}. The state after iteration {it} "
+            f"(all networks and both optimisers) is the run's checkpoint {saved}; --resume "
+            "continues from it. Try a smaller langevin.step_size or learning rate "
+            "(--resume DIR --set ...)")
+
+
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
         shuffle: str, max_iters: int | None = None, resume: bool = False,
         plots: list[tuple[str, list[str]]] = GENERATION_PLOTS, progress: bool = True,
-        evaluation: Evaluation | None = None) -> int:
+        evaluation: Evaluation | None = None, config: Any = None) -> int:
     """Train `task` on `images` ([N, C, H, W] in [-1, 1]); returns the final iteration count.
 
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
     seeded and the task built (so a fresh run's initialisation depends only on the seed).
     Checkpoints hold the modules and the iteration; the data order and the random draws of
-    each iteration are functions of (seed, epoch) and (seed, iteration). Data-parallel: every
-    worker runs this loop; worker 0 alone writes the log, grids, plots and checkpoints.
+    each iteration are functions of (seed, epoch) and (seed, iteration). On resume the
+    checkpoint must fit the task's networks exactly, and only then is `config` (the resolved
+    config, overrides included) written to config.yaml. A run without a checkpoint yet resumes
+    from iteration 0. Non-finite values, SIGINT and SIGTERM save the state after the last
+    completed iteration. Data-parallel: every worker runs this loop; worker 0 alone writes the
+    log, grids, plots and checkpoints.
     """
     run_dir = Path(run_dir)
     if evaluation is not None:
@@ -230,56 +378,76 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     n = len(images)
     per_epoch = iters_per_epoch(n, train.batch_size)
     total = per_epoch * train.epochs if max_iters is None else min(max_iters, per_epoch * train.epochs)
-    it = 0
-    if resume:
-        try:
-            state = load_checkpoint(run_dir / CHECKPOINT)
-            load_layer_states(task.modules(), state["modules"])
-        except (OSError, RuntimeError, KeyError, ValueError) as err:
-            raise TrainingError(f"cannot resume from {run_dir / CHECKPOINT}: {err}") from err
-        it = state["iteration"]
     main = world().rank == 0
+    it, saved = 0, None
+    if resume:
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            try:
+                it = load_objects(run_dir, task.modules())
+            except CheckpointError as err:
+                raise TrainingError(f"cannot resume: {err}") from err
+            saved = it
+        elif main:
+            _warn(f"{run_dir} has no checkpoint yet: starting again from iteration 0")
+        if main and config is not None:
+            dump_config(config, run_dir / "config.yaml")
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None) if main else None
     bar = Progress(total, desc=run_dir.name, enabled=progress and main)
     lrs: dict[str, float] = {}
     epoch = -1
+    stop = _StopSignals(enabled=world().size == 1)
     try:
-        while it < total:
-            if it // per_epoch != epoch:
-                epoch = it // per_epoch
-                lrs = task.set_epoch(epoch)
-                order = epoch_order(n, shuffle, seed, epoch)
-            b = it % per_epoch
-            batch = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
-            start = time.perf_counter()
-            seed_all(iteration_seed(seed, it))
-            try:
-                stats = task.step(batch)
-            except NonFiniteError as err:
-                if main:
-                    _save_state(task, run_dir / NONFINITE_CHECKPOINT, it)
-                raise TrainingError(
-                    f"iteration {it + 1} (epoch {epoch}): {err}. Training stopped before the "
-                    f"update; the last good parameters are in {run_dir / NONFINITE_CHECKPOINT}, "
-                    f"the last regular checkpoint in {run_dir / CHECKPOINT}. Try a smaller "
-                    "langevin.step_size or learning rate.") from err
-            it += 1
-            row = {"iteration": it, "epoch": epoch, **stats, **lrs,
-                   "sec_per_iter": time.perf_counter() - start}
-            due = evaluation is not None and (it % evaluation.every == 0 or it == total)
-            if evaluation is not None:
-                row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
-            if not main:
-                continue
-            if it % train.log_every == 0 or it == total or due:
-                log.append(row)
-            bar.update(it, force=it == total, epoch=epoch, ebm=stats["loss_ebm"],
-                       vae=stats["loss_vae"])
-            if it % train.sample_every == 0 or it == total:
-                save_grids(run_dir / "samples" / f"iter_{it:07d}.png", task.panels())
-                log.plot(run_dir / "losses.png", plots)
-            if it % train.checkpoint_every == 0 or it == total:
-                _save_state(task, run_dir / CHECKPOINT, it)
+        with stop:
+            while it < total and stop.signum is None:
+                if it // per_epoch != epoch:
+                    epoch = it // per_epoch
+                    lrs = task.set_epoch(epoch)
+                    order = epoch_order(n, shuffle, seed, epoch)
+                b = it % per_epoch
+                batch = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
+                before = snapshot_states(task.modules())  # the last good state, if this fails
+                start = time.perf_counter()
+                seed_all(iteration_seed(seed, it))
+                try:
+                    with stop.step():
+                        stats = task.step(batch)
+                except NonFiniteError as err:
+                    path = (_save_state(task, run_dir, it, before, log=log, info={
+                        "stopped": f"iteration {it + 1}: {err}"}) if main
+                            else run_dir / CHECKPOINTS / f"iter_{it:07d}")
+                    raise TrainingError(_nonfinite_message(err, it, epoch, path)) from err
+                except _Abandon:
+                    path = (_save_state(task, run_dir, it, before, log=log) if main
+                            else run_dir / CHECKPOINTS)
+                    raise Interrupted(stop.signum, it, path, run_dir) from None
+                it += 1
+                row = {"iteration": it, "epoch": epoch, **stats, **lrs,
+                       "sec_per_iter": time.perf_counter() - start}
+                due = evaluation is not None and (it % evaluation.every == 0 or it == total)
+                if evaluation is not None:
+                    row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
+                if not main:
+                    continue
+                try:
+                    if it % train.log_every == 0 or it == total or due:
+                        log.append(row)
+                    bar.update(it, force=it == total, epoch=epoch, ebm=stats["loss_ebm"],
+                               vae=stats["loss_vae"])
+                    if it % train.sample_every == 0 or it == total:
+                        save_grids(run_dir / "samples" / f"iter_{it:07d}.png", task.panels())
+                        log.plot(run_dir / "losses.png", plots)
+                except WriteError:
+                    raise
+                except OSError as err:
+                    raise WriteError(f"cannot write in {run_dir}: {err.strerror or err}") from err
+                if it % train.checkpoint_every == 0 or it == total:
+                    _save_state(task, run_dir, it, log=log)
+                    saved = it
+            if stop.signum is not None:
+                path = (_save_state(task, run_dir, it, log=log) if main and saved != it
+                        else latest_checkpoint(run_dir) or run_dir / CHECKPOINTS)
+                raise Interrupted(stop.signum, it, path, run_dir)
     finally:
         bar.close()
     return it
@@ -313,5 +481,5 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
         quality = evaluation(task.models, cfg, run_dir, progress)
     fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        progress=progress, evaluation=quality)
+        progress=progress, evaluation=quality, config=cfg)
     return task

@@ -238,15 +238,15 @@ def load_split(name: str, root: str | None, split: str = "train") -> tuple[np.nd
             root = _paddle_download(name, split)
         except Exception as e:  # any failure of paddle's machinery, incl. API changes across versions
             raise DatasetError(
-                f"{name}: the download with Paddle failed ({type(e).__name__}: {e}).\n"
+                f"{name}: the download with Paddle failed ({type(e).__name__}: {e}). "
                 f"{_help(name, offer_download=False)}"
             ) from e
     elif not os.path.isdir(root):
-        raise DatasetError(f"{name}: data root {root} is not a folder.\n{_help(name)}")
+        raise DatasetError(f"{name}: data root {root} is not a folder. {_help(name)}")
     try:
         x, y = _LOADERS[name](root, split)
     except DatasetError as e:
-        raise DatasetError(f"{name}: {e}\n{_help(name, offer_download=local)}") from e
+        raise DatasetError(f"{name}: {e} {_help(name, offer_download=local)}") from e
     images = x.astype(np.float32, order="C")
     images /= 127.5
     images -= 1.0

@@ -296,8 +296,12 @@ def read_torch_state(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InceptionWeightsError(f"{path} not found. " + weights_help())
     if path.suffix == ".npz":
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        import zipfile
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise InceptionWeightsError(f"{path} is not a readable .npz: {err}") from err
     try:
         import torch
     except ImportError as err:

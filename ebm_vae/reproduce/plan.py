@@ -19,7 +19,7 @@ import yaml
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.core.config import ConfigError, config_from_dict, load_raw, to_dict
-from ebm_vae.core.runs import CHECKPOINT, load_checkpoint
+from ebm_vae.core.runs import checkpoint_iteration
 from ebm_vae.reproduce.spec import RunSpec, ScaleSpec, TableSpec
 
 # training images per dataset, for the length of a full schedule (cmp_facade: the pix2pix split);
@@ -129,14 +129,9 @@ def _plan_run(spec: TableSpec, run: RunSpec, table_path: Path, scale: ScaleSpec,
 def run_state(run_dir: Path, target: int) -> tuple[Literal["new", "resume", "done"], int]:
     """What a run folder needs: ('new', 0) without a checkpoint, ('resume', it) below `target`,
     ('done', it) at or past it."""
-    ckpt = run_dir / CHECKPOINT
-    if not ckpt.is_file():
-        return "new", 0
-    try:
-        it = int(load_checkpoint(ckpt)["iteration"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # corrupt, or not a run's
-        raise ConfigError(f"{ckpt} cannot be resumed ({err}); move the run folder {run_dir} away "
-                          f"to train the run again") from err
+    it = checkpoint_iteration(run_dir)
+    if it is None:  # one killed before its first checkpoint (it has a log) restarts from 0
+        return ("resume" if (run_dir / "log.csv").exists() else "new"), 0
     return ("done" if it >= target else "resume"), it
 
 

@@ -30,6 +30,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else 0666 less the umask (as open() creates)."""
+    with contextlib.suppress(OSError):
+        return path.stat().st_mode & 0o777
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """`with atomic_write(path, "wb") as fh: ...` writes `path` atomically (text mode: UTF-8, no
@@ -41,6 +50,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give what open() would
         text = {} if mode == "wb" else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text) as fh:
             yield fh

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
 
@@ -28,10 +28,12 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from_dict
-            ) -> tuple[Any, Path, bool]:
+def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from_dict,
+            shapes: Optional[Callable[[Any], dict]] = None) -> tuple[Any, Path, bool]:
     """Config, run folder and resume flag from the parsed flags; `build` validates the raw
-    mapping (tools/complete.py passes `completion_config_from_dict`)."""
+    mapping (tools/complete.py passes `completion_config_from_dict`). With `shapes` (model
+    config -> {network: {tensor: shape}}), a resume whose overrides change any parameter's shape
+    or the set of parameters is refused, naming the --set keys that do it."""
     resume = args.resume is not None
     overrides = list(args.set)
     if args.data_root:
@@ -42,6 +44,8 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from
         overrides.append(f"seed={args.seed}")
     if args.max_iters is not None and args.max_iters < 1:
         raise ConfigError("--max-iters must be >= 1")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if resume:
         run_dir = Path(args.resume or args.out or "")
         if not str(run_dir):
@@ -51,10 +55,56 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from
                               "(use --set to change values)")
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"cannot resume: {run_dir / 'config.yaml'} not found")
+        if args.resume and args.out and Path(args.resume).resolve() != Path(args.out).resolve():
+            raise ConfigError(f"--resume {args.resume} continues that run in its own folder, but "
+                              f"--out names another one ({args.out}); drop --out, or give "
+                              "--resume the folder to continue")
         raw = load_raw(run_dir / "config.yaml", overrides)
-    else:
-        if not args.config:
-            raise ConfigError("give an experiment file with -c/--config (or --resume DIR)")
-        raw = load_raw(args.config, overrides)
-        run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+        cfg = build(raw)
+        if shapes is not None:
+            check_same_networks(run_dir, overrides, cfg, build, shapes)
+        return cfg, run_dir, resume
+    if not args.config:
+        raise ConfigError("give an experiment file with -c/--config (or --resume DIR)")
+    raw = load_raw(args.config, overrides)
+    run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
     return build(raw), run_dir, resume
+
+
+def _shape_changes(before: dict, after: dict, limit: int = 4) -> list[str]:
+    out = []
+    for net in sorted(before.keys() | after.keys()):
+        a, b = before.get(net, {}), after.get(net, {})
+        for k in sorted(a.keys() | b.keys()):
+            if k not in b:
+                out.append(f"{net}.{k} would be dropped")
+            elif k not in a:
+                out.append(f"{net}.{k} would be new")
+            elif a[k] != b[k]:
+                out.append(f"{net}.{k} {a[k]} -> {b[k]}")
+    more = [f"{len(out) - limit} more"] if len(out) > limit else []
+    return out[:limit] + more
+
+
+def check_same_networks(run_dir: Path, overrides: list[str], cfg: Any,
+                        build: Callable[[dict], Any], shapes: Callable[[Any], dict]) -> None:
+    """Refuse overrides that change the networks of a run being resumed (before anything is
+    written): its checkpoint only loads into the architecture it was trained with."""
+    saved = build(load_raw(run_dir / "config.yaml"))
+    before = shapes(saved.model)
+    after = shapes(cfg.model)
+    if before == after:
+        return
+    culprits = []
+    for o in overrides:
+        try:
+            alone = shapes(build(load_raw(run_dir / "config.yaml", [o])).model)
+        except ConfigError:  # valid only together with another override
+            alone = None
+        if alone != before and (alone is not None or o.split("=", 1)[0].startswith("model.")):
+            culprits.append(o)
+    keys = ", ".join(f"--set {o}" for o in culprits) or "the overrides together"
+    raise ConfigError(f"--resume cannot change the networks' parameters: {keys} changes "
+                      f"{'; '.join(_shape_changes(before, after))}. The checkpoint in {run_dir} "
+                      "only loads into the architecture it was trained with; train a new run "
+                      "(-c FILE --out NEW_DIR) for another one. Nothing was changed")

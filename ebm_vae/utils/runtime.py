@@ -10,6 +10,16 @@ from typing import Optional
 
 import paddle
 
+from ebm_vae.errors import UserError
+
+
+class DeviceError(UserError, RuntimeError):
+    """The requested device cannot be used."""
+
+
+class ThreadsError(UserError, ValueError):
+    """A bad number of math threads (--threads, $EBM_VAE_THREADS)."""
+
 # Intel MKL (which Paddle's CPU wheels use for every matrix product, convolutions included) takes
 # a slow generic code path on non-Intel CPUs; this MKL switch selects its AVX2 path instead.
 MKL_CPU_SWITCH = "MKL_DEBUG_CPU_TYPE"
@@ -18,9 +28,11 @@ MKL_AVX2 = "5"
 
 def set_device(device: str) -> None:
     """Use 'cpu' or 'gpu'; a clear error if a GPU is asked for but Paddle has none."""
+    if device not in ("cpu", "gpu"):
+        raise DeviceError(f"device must be 'cpu' or 'gpu', got {device!r}")
     if device == "gpu" and not (paddle.is_compiled_with_cuda()
                                 and paddle.device.cuda.device_count() > 0):
-        raise RuntimeError("device 'gpu' requested, but this Paddle has no usable GPU "
+        raise DeviceError("device 'gpu' requested, but this Paddle has no usable GPU "
                            "(install paddlepaddle-gpu, or use --device cpu)")
     paddle.set_device(device)
 
@@ -50,7 +62,7 @@ def default_threads() -> int:
     env = os.environ.get("EBM_VAE_THREADS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"EBM_VAE_THREADS must be a whole number >= 1, got {env!r}")
+            raise ThreadsError(f"EBM_VAE_THREADS must be a whole number >= 1, got {env!r}")
         return int(env)
     return available_cores()
 
@@ -67,7 +79,7 @@ def configure_cpu(threads: Optional[int] = None, onednn: bool = False) -> dict[s
     Returns the settings applied, for logs.
     """
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ThreadsError(f"--threads must be a whole number >= 1, got {threads}")
     if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault(MKL_CPU_SWITCH, MKL_AVX2)
     n = threads or default_threads()

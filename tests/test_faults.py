@@ -1,0 +1,634 @@
+"""Fault injection and bad input (issue 12) and the checkpoint files and public API (issue 11).
+
+Each test names the fault it injects. The tools run in-process where that is enough (fast) and as
+subprocesses where a signal or a kill is the point (marked slow where they take the longest).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import errno
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from ebm_vae.core import runs
+from ebm_vae.core.config import config_from_dict
+from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, checkpoint_iteration,
+                               latest_checkpoint, layer_states, read_checkpoint, save_checkpoint)
+from ebm_vae.core.train import TrainingError, read_log, train_generation
+from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import WriteError
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import convert_run as convert_tool  # noqa: E402
+import sample as sample_tool  # noqa: E402
+import train as train_tool  # noqa: E402
+
+# A 28x28 version of the tiny nets, so the tools can train on (tiny) MNIST IDX files.
+TINY28 = copy.deepcopy(TINY)
+TINY28["model"].update(image_size=28, decoder={"act": "relu", "layers": [
+    {"channels": 4, "kernel": 7, "stride": 1, "padding": 0, "batch_norm": True},
+    {"channels": 4, "kernel": 4, "stride": 2, "padding": 1, "batch_norm": True},
+    {"channels": 1, "kernel": 4, "stride": 2, "padding": 1}]})
+TINY28["train"].update(batch_size=4, num_chains=3, epochs=2, sample_every=100, checkpoint_every=2)
+TINY28["langevin"]["steps"] = 1
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory) -> Path:
+    """Tiny MNIST IDX files: 16 training images, 4 test images."""
+    root = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in [("train", 16), ("t10k", 4)]:
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    return root
+
+
+def _config_file(tmp_path: Path, langevin_steps: int = 1, **train) -> Path:
+    raw = copy.deepcopy(TINY28)
+    raw["train"].update(train)
+    raw["langevin"]["steps"] = langevin_steps
+    path = tmp_path / "tiny28.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _train(*args: str) -> int:
+    return train_tool.main([*args, "--threads", "1", "--no-progress"])
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def _states(run_dir: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the run's checkpoint (networks and optimisers), as numpy."""
+    mods = read_checkpoint(run_dir)["modules"]
+    return {f"{m}/{k}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+            for m, state in mods.items() for k, v in state.items() if hasattr(v, "shape")}
+
+
+def _assert_same_states(a: Path, b: Path) -> None:
+    sa, sb = _states(a), _states(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+
+
+def _run(raw, images, out, max_iters, resume=False):
+    return train_generation(config_from_dict(raw), out, max_iters, resume, images=images,
+                            progress=False, threads=1)
+
+
+# ------------------------------------------------------------------------------------------
+# Part A: Paddle's files, the converter, exact loading, the public API
+
+def test_old_format_run_loads_resumes_and_converts(tiny_raw, tiny_images, tmp_path, capsys):
+    """A run in today's old format (checkpoints/last.ckpt, a pickle of numpy state dicts)."""
+    full = tmp_path / "full"
+    _run(tiny_raw, tiny_images, full, 4)
+    old = tmp_path / "old"
+    task = _run(tiny_raw, tiny_images, old, 2)
+    for folder in (old / "checkpoints").iterdir():  # rewrite it in the old format
+        runs._remove_tree(folder)
+    save_checkpoint(old / LEGACY_CHECKPOINT, {"iteration": 2,
+                                              "modules": layer_states(task.modules())})
+    assert latest_checkpoint(old) == old / LEGACY_CHECKPOINT and checkpoint_iteration(old) == 2
+    assert runs.open_run(old).iteration == 2
+    conv = tmp_path / "conv"
+    conv.mkdir()
+    for name in ("config.yaml", "log.csv"):
+        shutil.copy(old / name, conv / name)
+    shutil.copytree(old / "checkpoints", conv / "checkpoints")
+    # the converter
+    assert convert_tool.main([str(conv)]) == 0
+    assert "wrote" in capsys.readouterr().err
+    folder = latest_checkpoint(conv)
+    assert folder.name == "iter_0000002" and (conv / LEGACY_CHECKPOINT).is_file()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "decoder.pdparams", "ebm.pdparams", "encoder.pdparams", "opt_ebm.pdopt", "opt_vae.pdopt",
+        "state.json"]
+    legacy = read_checkpoint(old / LEGACY_CHECKPOINT)["modules"]
+    new = read_checkpoint(folder)["modules"]
+    for m in legacy:
+        for k, v in legacy[m].items():
+            if hasattr(v, "shape"):
+                np.testing.assert_array_equal(new[m][k].numpy(), v, err_msg=f"{m}/{k}")
+    assert convert_tool.main([str(conv)]) == 2  # nothing left to convert: one line
+    assert "nothing to convert" in _error_line(capsys)
+    # an old process that kept training after the conversion: its newer last.ckpt wins
+    still = tmp_path / "still"
+    shutil.copytree(conv, still)
+    save_checkpoint(still / LEGACY_CHECKPOINT, {"iteration": 3,
+                                                "modules": layer_states(task.modules())})
+    assert latest_checkpoint(still) == still / LEGACY_CHECKPOINT
+    assert checkpoint_iteration(still) == 3
+    # both resume to the uninterrupted result: the old file directly, and the converted run
+    _run(tiny_raw, tiny_images, old, 4, resume=True)
+    _run(tiny_raw, tiny_images, conv, 4, resume=True)
+    _assert_same_states(old, full)
+    _assert_same_states(conv, full)
+
+
+def test_sample_tool_on_a_folder_with_only_config_and_pdparams(tiny_raw, tiny_images, tmp_path,
+                                                               capsys):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    shipped = tmp_path / "pretrained" / "tiny"
+    assert convert_tool.main([str(run), "--weights-only", str(shipped)]) == 0
+    assert sorted(p.name for p in shipped.iterdir()) == [
+        "config.yaml", "decoder.pdparams", "ebm.pdparams", "encoder.pdparams"]
+    out = tmp_path / "s.npz"
+    assert sample_tool.main(["--ckpt", str(shipped), "--n", "7", "--out", str(out),
+                             "--no-progress"]) == 0
+    assert "unknown iteration" in capsys.readouterr().err
+    images = np.load(out)["images"]
+    assert images.shape == (7, 1, 8, 8) and np.abs(images).max() <= 1
+    assert sample_tool.main(["--ckpt", str(shipped), "--batch-size", "0"]) == 2
+    assert "--batch-size" in _error_line(capsys)
+    # the weights are the checkpoint's
+    got = runs.open_run(shipped).models.decoder.state_dict()
+    want = read_checkpoint(run)["modules"]["decoder"]
+    assert all(np.array_equal(got[k].numpy(), want[k].numpy()) for k in want)
+
+
+def test_loading_is_exact_and_names_the_tensors(tiny_raw, tiny_images, tmp_path, capsys):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 1)
+    shipped = tmp_path / "w"
+    runs.export_weights(run, shipped)
+    state = paddle.load(str(shipped / "decoder.pdparams"))
+    del state["net.3.weight"]
+    state["net.0.weight"] = paddle.zeros([9, 4, 4, 4])
+    state["net.9.bias"] = paddle.zeros([1])
+    paddle.save(state, str(shipped / "decoder.pdparams"))
+    with pytest.raises(CheckpointError) as err:
+        runs.open_run(shipped)
+    msg = str(err.value)
+    assert "decoder.pdparams: missing net.3.weight; unexpected net.9.bias; shape of net.0.weight " \
+           "is [9,4,4,4], the config expects [4,4,4,4]" in msg
+    assert sample_tool.main(["--ckpt", str(shipped), "--n", "2"]) == 2
+    assert "net.3.weight" in _error_line(capsys)
+    # a checkpoint folder: an optimiser state that does not fit is named too
+    folder = latest_checkpoint(run)
+    opt = paddle.load(str(folder / "opt_vae.pdopt"))
+    key = next(k for k in opt if k.endswith("_moment1_0"))
+    opt[key] = paddle.zeros([3, 3, 3])
+    paddle.save(opt, str(folder / "opt_vae.pdopt"))
+    with pytest.raises(TrainingError, match=rf"opt_vae.pdopt: shape of {re.escape(key)} is \[3,3,3\]"):
+        _run(tiny_raw, tiny_images, run, 2, resume=True)
+
+
+README_BLOCKS = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def _readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in README_BLOCKS.findall(text) if marker in b]
+    assert len(blocks) == 1, marker
+    return blocks[0]
+
+
+def _run_snippet(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EBM_VAE_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_readme_snippets_run_as_written(tiny_raw, tiny_images, tmp_path):
+    """The README's `paddle.load` + `set_state_dict` snippet and its public-API snippet, executed
+    exactly as written, in a folder holding `runs/mnist` (a tiny trained run)."""
+    _run(tiny_raw, tiny_images, tmp_path / "runs" / "mnist", 2)
+    snippet = _readme_block("set_state_dict(paddle.load")
+    res = _run_snippet(snippet, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.split()) >= 8  # eight energies printed
+    api = _readme_block("ebm_vae.sample(")
+    res = _run_snippet(api + "\nassert x.shape == (64, 1, 8, 8) and x.dtype.name == 'float32'"
+                       "\nassert -1 <= x.min() and x.max() <= 1 and run.iteration == 2\n", tmp_path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_public_api_loads_and_samples(tiny_raw, tiny_images, tmp_path):
+    import ebm_vae
+    _run(tiny_raw, tiny_images, tmp_path / "run", 2)
+    run = ebm_vae.load_run(tmp_path / "run")
+    a = ebm_vae.sample(run, n=5, steps=2, seed=1)
+    b, proposals = ebm_vae.sample(run, n=5, steps=2, seed=1, proposals=True)
+    assert a.shape == (5, 1, 8, 8) and proposals.shape == (5, 1, 8, 8)
+    np.testing.assert_array_equal(a, b)
+    assert run.iteration == 2 and not run.models.decoder.training
+    with pytest.raises(UserError):
+        ebm_vae.sample(run, n=0)
+
+
+def test_importing_ebm_vae_has_no_side_effects(tmp_path):
+    code = ("import sys, os\n"
+            "import ebm_vae\n"
+            "assert 'paddle' not in sys.modules, 'import ebm_vae imported paddle'\n"
+            "import paddle\n"
+            "device = paddle.get_device()\n"
+            "import ebm_vae.api, ebm_vae.core.train, ebm_vae.core.runs, ebm_vae.utils.runtime\n"
+            "assert paddle.get_device() == device, paddle.get_device()\n"
+            "assert 'MKL_DEBUG_CPU_TYPE' not in os.environ\n"
+            "assert callable(ebm_vae.load_run) and callable(ebm_vae.sample)\n")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    res = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert list(work.iterdir()) == []  # nothing written
+
+
+# ------------------------------------------------------------------------------------------
+# Part B: faults and bad input
+
+@pytest.mark.parametrize("key, value", [("model.decoder.layers.1.batch_norm", "false"),
+                                        ("model.latent_dim", "100")])
+def test_resume_refuses_a_set_that_changes_the_networks(key, value, mnist_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root),
+                  "--out", str(out), "--max-iters", "2") == 0
+    config = (out / "config.yaml").read_bytes()
+    ckpt = sorted(p.name for p in latest_checkpoint(out).iterdir())
+    capsys.readouterr()
+    assert _train("--resume", str(out), "--set", f"{key}={value}", "--set", "train.gamma=1",
+                  "--max-iters", "3") == 2
+    line = _error_line(capsys)
+    assert f"--set {key}={value}" in line and "train.gamma" not in line and "decoder." in line
+    assert (out / "config.yaml").read_bytes() == config  # nothing was written
+    assert sorted(p.name for p in latest_checkpoint(out).iterdir()) == ckpt
+    assert checkpoint_iteration(out) == 2
+    assert _train("--resume", str(out), "--max-iters", "3") == 0  # a plain resume still works
+    assert checkpoint_iteration(out) == 3
+
+
+def test_library_resume_with_other_networks_fails_before_writing(tiny_raw, tiny_images, tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path, 2)
+    config = (tmp_path / "config.yaml").read_bytes()
+    tiny_raw["model"]["decoder"]["layers"][0]["batch_norm"] = False
+    with pytest.raises(TrainingError, match=r"cannot resume: .*iter_0000002 does not fit the networks of the config: decoder.pdparams: missing "
+                       r"net.2.bias, net.2.weight; unexpected net.1.beta"):
+        _run(tiny_raw, tiny_images, tmp_path, 3, resume=True)
+    assert (tmp_path / "config.yaml").read_bytes() == config
+
+
+@pytest.mark.parametrize("torn", ["3,0,0.1", "3,0,0.1,0.2\n", "", "iteration,ep"])
+def test_a_torn_log_row_is_dropped_on_resume(torn, tiny_raw, tiny_images, tmp_path, capsys):
+    full = tmp_path / "full"
+    _run(tiny_raw, tiny_images, full, 4)
+    cut = tmp_path / "cut"
+    _run(tiny_raw, tiny_images, cut, 2)
+    log = cut / "log.csv"
+    if torn.startswith("iteration"):
+        log.write_text(torn)  # a torn header: the whole log was being written
+    else:
+        with open(log, "a") as fh:
+            fh.write(torn)
+    capsys.readouterr()
+    _run(tiny_raw, tiny_images, cut, 4, resume=True)
+    if torn:
+        assert "warning:" in capsys.readouterr().err
+    rows = read_log(log)
+    first = 3 if torn.startswith("iteration") else 1
+    assert [int(r["iteration"]) for r in rows] == list(range(first, 5))
+    _assert_same_states(cut, full)
+
+
+def test_appended_rows_are_flushed_and_synced_before_a_checkpoint(tiny_raw, tiny_images, tmp_path,
+                                                                  monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self") else fd)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    _run(tiny_raw, tiny_images, tmp_path, 2)
+    logs = [i for i, p in enumerate(synced) if str(p).endswith("log.csv")]
+    states = [i for i, p in enumerate(synced) if ".state.json." in str(p)]
+    assert logs and states and logs[-1] < states[-1]
+
+
+def _nan_in_vae_loss_at(monkeypatch, call: int) -> None:
+    """The VAE loss of the `call`-th iteration (1-based) becomes NaN: the EBM has stepped."""
+    import ebm_vae.core.teach as teach
+    real, count = teach.vae_loss, [0]
+
+    def vae_loss(*args, **kwargs):
+        count[0] += 1
+        loss, recon, kl = real(*args, **kwargs)
+        return (loss * float("nan") if count[0] == call else loss), recon, kl
+
+    monkeypatch.setattr(teach, "vae_loss", vae_loss)
+
+
+def test_nonfinite_vae_stop_saves_both_networks_and_optimisers_before_the_iteration(
+        tiny_raw, tiny_images, tmp_path, monkeypatch):
+    for n in (2, 4):
+        _run(tiny_raw, tiny_images, tmp_path / f"ref{n}", n)
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _nan_in_vae_loss_at(m, 3)
+        with pytest.raises(TrainingError) as err:
+            _run(tiny_raw, tiny_images, run, 4)
+    msg = str(err.value)
+    assert msg.startswith("iteration 3 (epoch 0): non-finite VAE loss")
+    assert "The EBM had already taken this iteration's Adam step, the VAE had not" in msg
+    assert "stopped before the update" not in msg
+    named = re.search(r"checkpoint (\S+);", msg).group(1)
+    assert Path(named) == latest_checkpoint(run) and Path(named).name == "iter_0000002"
+    meta = json.loads((Path(named) / "state.json").read_text())
+    assert meta["iteration"] == 2 and "VAE loss" in meta["stopped"]
+    _assert_same_states(run, tmp_path / "ref2")  # EBM, encoder, decoder and both Adam states
+    _run(tiny_raw, tiny_images, run, 4, resume=True)  # plain --resume continues
+    _assert_same_states(run, tmp_path / "ref4")
+
+
+def test_nonfinite_stop_in_the_first_iteration_saves_the_initialisation(tiny_raw, tiny_images,
+                                                                       tmp_path):
+    tiny_raw["data"]["shuffle"] = "never"
+    tiny_images[0, 0, 0, 0] = np.inf
+    with pytest.raises(TrainingError, match=r"iteration 1 .*No network was updated"):
+        _run(tiny_raw, tiny_images, tmp_path, 2)
+    assert checkpoint_iteration(tmp_path) == 0
+    assert read_checkpoint(tmp_path)["modules"]["opt_ebm"] == {}
+
+
+def _failing_write_bytes(monkeypatch, fail_on: int) -> list:
+    """`fail_on`-th checkpoint file write (1-based) writes half its bytes, then ENOSPC."""
+    real, calls = runs.write_bytes, []
+
+    def write_bytes(path, data):
+        calls.append(path)
+        if len(calls) == fail_on:
+            with open(path, "wb") as fh:
+                fh.write(data[:len(data) // 2])
+            raise runs.WriteError(f"cannot write {path}: "
+                                  f"{os.strerror(errno.ENOSPC)}") from OSError(errno.ENOSPC, "full")
+        return real(path, data)
+
+    monkeypatch.setattr(runs, "write_bytes", write_bytes)
+    return calls
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary(tiny_raw, tiny_images,
+                                                                      tmp_path, monkeypatch):
+    _run(tiny_raw, tiny_images, tmp_path, 2)  # checkpoint at 2
+    before = _states(tmp_path)
+    _failing_write_bytes(monkeypatch, fail_on=3)  # the 3rd file of the next checkpoint
+    with pytest.raises(WriteError, match="No space left") as err:
+        _run(tiny_raw, tiny_images, tmp_path, 4, resume=True)
+    assert "\n" not in str(err.value)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["iter_0000002"]
+    after = _states(tmp_path)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_full_disk_in_the_tool_is_one_line(mnist_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    import ebm_vae.utils.atomic as atomic
+    real_fsync = atomic.os.fsync
+
+    def fsync(fd):  # the disk fills up at the first checkpoint
+        if "pdparams" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root),
+                  "--out", str(out), "--max-iters", "3") == 2
+    line = _error_line(capsys)
+    assert "No space left on device" in line and "previous checkpoint is unchanged" in line
+    assert list((out / "checkpoints").iterdir()) == []
+
+
+def test_tool_user_errors_are_one_line(mnist_root, tmp_path, capsys):
+    cfg = str(_config_file(tmp_path))
+    base = ["-c", cfg, "--data-root", str(mnist_root)]
+    cases = [
+        (["--set", "train.gamma=[1", "--out", str(tmp_path / "a")], "not valid YAML"),
+        (["--set", "model.decoder.layers.7.channels=3", "--out", str(tmp_path / "a")],
+         "model.decoder.layers.7"),
+        (["--threads", "0", "--out", str(tmp_path / "a")], "--threads"),
+    ]
+    for args, message in cases:
+        assert train_tool.main([*base, *args, "--no-progress"]) == 2, args
+        assert message in _error_line(capsys)
+    if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        assert _train(*base, "--device", "gpu", "--out", str(tmp_path / "g")) == 2
+        assert "no usable GPU" in _error_line(capsys)
+    # --resume A --out B
+    a = tmp_path / "A"
+    assert _train(*base, "--out", str(a), "--max-iters", "1") == 0
+    capsys.readouterr()
+    assert _train("--resume", str(a), "--out", str(tmp_path / "B"), "--max-iters", "2") == 2
+    assert "--out names another one" in _error_line(capsys)
+    assert not (tmp_path / "B").exists() and checkpoint_iteration(a) == 1
+    assert _train("--resume", str(a), "--out", str(a), "--max-iters", "2") == 0  # same folder
+    capsys.readouterr()
+    # a folder with a log but no checkpoint (killed before its first checkpoint) is not overwritten
+    runs._remove_tree(latest_checkpoint(a))
+    log = (a / "log.csv").read_bytes()
+    assert _train(*base, "--out", str(a), "--max-iters", "1") == 2
+    assert "already holds a run (log.csv" in _error_line(capsys)
+    assert (a / "log.csv").read_bytes() == log
+    assert _train("--resume", str(a), "--max-iters", "1") == 0  # resumes from iteration 0
+    assert "starting again from iteration 0" in capsys.readouterr().err
+    assert [int(r["iteration"]) for r in read_log(a / "log.csv")] == [1]
+
+
+# ------------------------------------------------------------------------------------------
+# Signals and kills, on the real tool (subprocesses)
+
+def _spawn(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EBM_VAE_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "tools/train.py", *args, "--no-progress"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _log_rows(run: Path) -> int:
+    try:
+        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+TOTAL = 24
+
+
+@pytest.fixture(scope="module")
+def soak(mnist_root, tmp_path_factory):
+    """A config of TOTAL = 24 iterations (4 per epoch, 6 epochs, a checkpoint every 3) and the
+    final states of its uninterrupted run."""
+    folder = tmp_path_factory.mktemp("soak")
+    cfg = _config_file(folder, langevin_steps=8, epochs=TOTAL // 4, num_chains=16,
+                       checkpoint_every=3, sample_every=5)
+    ref = folder / "ref"
+    proc = _spawn("-c", str(cfg), "--data-root", str(mnist_root), "--out", str(ref))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert checkpoint_iteration(ref) == TOTAL
+    return cfg, ref
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_save_and_resume_exactly(soak, mnist_root, tmp_path):
+    cfg, ref = soak
+    run = tmp_path / "run"
+    start = ["-c", str(cfg), "--data-root", str(mnist_root), "--out", str(run)]
+    for sig, code, args in [(signal.SIGINT, 130, start), (signal.SIGTERM, 143, ["--resume", str(run)])]:
+        before = _log_rows(run)
+        proc = _spawn(*args)
+        deadline = time.time() + 120
+        while _log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        line = [x for x in err.splitlines() if x.startswith("interrupted:")]
+        assert len(line) == 1 and "Traceback" not in err, err
+        it = checkpoint_iteration(run)
+        assert f"{sig.name}: stopped after iteration {it}" in line[0]
+        assert f"--resume {run}" in line[0] and str(latest_checkpoint(run)) in line[0]
+        assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == list(range(1, it + 1))
+        assert 0 < it < TOTAL
+    proc = _spawn("--resume", str(run))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    _assert_same_states(run, ref)
+    rows = read_log(run / "log.csv")
+    ref_rows = read_log(ref / "log.csv")
+    assert [r["loss_vae"] for r in rows] == [r["loss_vae"] for r in ref_rows]
+
+
+def _newer(path: Path, mark: float) -> bool:
+    try:
+        return path.stat().st_mtime > mark
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_run(
+        soak, mnist_root, tmp_path):
+    cfg, ref = soak
+    run = tmp_path / "run"
+    rng = np.random.default_rng(12)
+    kills, history = 0, []
+    for attempt in range(12):
+        fresh = not (run / "config.yaml").is_file()
+        args = (["-c", str(cfg), "--data-root", str(mnist_root), "--out", str(run)] if fresh
+                else ["--resume", str(run)])
+        proc = _spawn(*args)
+        if kills < 5:
+            # kill at a random moment: once the log reaches a random row (or, for the first kill,
+            # once the run folder is being written), plus a random part of an iteration
+            mark = time.time()
+            low = checkpoint_iteration(run) or 0 if run.exists() else 0
+            target = 0 if kills == 0 else min(low + int(rng.integers(1, 6)), TOTAL - 4)
+
+            def reached() -> bool:
+                if not _newer(run / "config.yaml", mark):
+                    return False
+                return target == 0 or (_newer(run / "log.csv", mark) and _log_rows(run) >= target)
+
+            while proc.poll() is None and time.time() - mark < 120 and not reached():
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.05))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                history.append((target, _log_rows(run)))
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err
+    print("kills (target row, rows at the kill):", history)
+    assert kills >= 4 and proc.returncode == 0
+    _assert_same_states(run, ref)
+    assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == list(range(1, TOTAL + 1))
+    assert not list((run / "checkpoints").glob(".*"))  # no temporary folder left
+
+
+def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_path, monkeypatch):
+    import ebm_vae.core.train as train_mod
+    _run(tiny_raw, tiny_images, tmp_path / "full", 4)
+    run = tmp_path / "run"
+    real, calls = csv.DictWriter, [0]
+
+    class FullDisk(real):
+        def writerow(self, row):
+            calls[0] += 1
+            if calls[0] == 4:  # header, rows 1, 2, then row 3: half of it reaches the disk
+                self.writer.writerow(list(row.values())[:3])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().writerow(row)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod.csv, "DictWriter", FullDisk)
+        with pytest.raises(WriteError, match="log.csv: No space left on device"):
+            _run(tiny_raw, tiny_images, run, 4)
+    assert checkpoint_iteration(run) == 2
+    _run(tiny_raw, tiny_images, run, 4, resume=True)
+    assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == [1, 2, 3, 4]
+    _assert_same_states(run, tmp_path / "full")
+
+
+def test_a_second_signal_abandons_the_iteration_and_saves_the_state_before_it(
+        tiny_raw, tiny_images, tmp_path, monkeypatch):
+    """SIGINT twice inside iteration 3, after its updates: the checkpoint is the state after
+    iteration 2, exactly."""
+    import ebm_vae.core.train as train_mod
+    _run(tiny_raw, tiny_images, tmp_path / "ref2", 2)
+    real, calls = train_mod.GenerationTask.step, [0]
+
+    def step(self, batch):
+        calls[0] += 1
+        out = real(self, batch)
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # finish the iteration, then stop...
+            os.kill(os.getpid(), signal.SIGINT)  # ...no: stop now
+            time.sleep(0.1)
+        return out
+
+    monkeypatch.setattr(train_mod.GenerationTask, "step", step)
+    tiny_raw["train"]["checkpoint_every"] = 100
+    run = tmp_path / "run"
+    with pytest.raises(train_mod.Interrupted) as err:
+        _run(tiny_raw, tiny_images, run, 6)
+    assert err.value.exit_code == 130
+    assert "SIGINT: stopped after iteration 2" in str(err.value)
+    assert checkpoint_iteration(run) == 2
+    _assert_same_states(run, tmp_path / "ref2")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Convert a run folder of the old checkpoint format (checkpoints/last.ckpt, one pickle) to
+Paddle's files: checkpoints/iter_N/ with ebm/encoder/decoder.pdparams, opt_ebm/opt_vae.pdopt and
+state.json. The old file is left in place; sampling, evaluation and --resume read either and
+take whichever is at the later iteration (so converting a run that an old process is still
+training is safe: convert again when it stops).
+
+  python tools/convert_run.py runs/mnist
+  python tools/convert_run.py runs/mnist --weights-only pretrained/mnist   # config.yaml + .pdparams
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (config.yaml + checkpoints/)")
+    parser.add_argument("--weights-only", metavar="OUT_DIR",
+                        help="instead, write OUT_DIR/config.yaml and the three networks' .pdparams "
+                        "of the run's newest checkpoint (either format): what shipped weights "
+                        "look like; tools/sample.py and ebm_vae.load_run read such a folder")
+    args = parser.parse_args(argv)
+
+    from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights
+    from ebm_vae.errors import UserError
+    try:
+        run_dir = Path(args.run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
+        if args.weights_only:
+            out = export_weights(run_dir, Path(args.weights_only))
+            print(f"wrote {out}/config.yaml and ebm/encoder/decoder.pdparams", file=sys.stderr)
+            return 0
+        target = convert_legacy(run_dir)
+        print(f"wrote {target} from {run_dir / LEGACY_CHECKPOINT}", file=sys.stderr)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
