@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import paddle
 
+from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import Run, open_run
+from ebm_vae.core.sampling import ancestral_sample, with_steps
+from ebm_vae.utils.runtime import set_device
 
 __all__ = ["Run", "load_run", "sample"]
 
@@ -26,7 +30,6 @@ def load_run(run_dir: str | Path, device: Optional[str] = None, untrained: bool 
     layers in eval mode. `device` ('cpu' or 'gpu'): select it first (default: leave Paddle's
     current device as it is). `untrained=True`: the architecture at its seeded initialisation."""
     if device is not None:
-        from ebm_vae.utils.runtime import set_device
         set_device(device)
     return open_run(run_dir, untrained)
 
@@ -38,16 +41,12 @@ def sample(run: Run, n: int = 64, steps: Optional[int] = None, seed: Optional[in
     training `num_chains`, as the decoder's batch norm uses batch statistics). Returns the
     revised samples as float32 numpy [n, C, H, W], clipped to [-1, 1]; with `proposals=True` a
     pair (samples, decoder outputs g(z)). `seed` reseeds Paddle first, for repeatable draws."""
-    from ebm_vae.core.config import ConfigError
-    from ebm_vae.core.sampling import ancestral_sample, with_steps
-
     steps = run.cfg.sample.steps if steps is None else steps
     batch_size = run.cfg.train.num_chains if batch_size is None else batch_size
     if n < 1 or steps < 0 or batch_size < 1:
         raise ConfigError(f"need n >= 1, steps >= 0 and batch_size >= 1, got {n}, {steps}, "
                           f"{batch_size}")
     if seed is not None:
-        import paddle
         paddle.seed(seed)
     pair = ancestral_sample(run.models, n, run.cfg.model.latent_dim,
                             with_steps(run.cfg.langevin, steps), batch_size, progress=False)
