@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ebm_vae.errors import UserError
+from ebm_vae.eval.inception import convert_file
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -22,9 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="pytorch-fid weights: .pth (needs torch) or .npz")
     parser.add_argument("dst", help="output .pdparams")
     args = parser.parse_args(argv)
-
-    from ebm_vae.errors import UserError
-    from ebm_vae.eval.inception import convert_file
 
     try:
         count = convert_file(args.src, args.dst)

@@ -14,6 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights
+from ebm_vae.errors import UserError
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -25,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
                         "look like; tools/sample.py and ebm_vae.load_run read such a folder")
     args = parser.parse_args(argv)
 
-    from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights
-    from ebm_vae.errors import UserError
     try:
         run_dir = Path(args.run_dir)
         if not (run_dir / "config.yaml").is_file():

@@ -16,10 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ebm_vae.core.config import ConfigError
+from ebm_vae.core.runs import load_run
+from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
+from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import atomic_write
+from ebm_vae.utils.images import save_grids
+from ebm_vae.utils.runtime import seed_all
+
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write arrays to an .npz atomically."""
-    from ebm_vae.utils.atomic import atomic_write
     with atomic_write(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -49,13 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-
-    from ebm_vae.core.config import ConfigError
-    from ebm_vae.core.runs import load_run
-    from ebm_vae.errors import UserError
-    from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
-    from ebm_vae.utils.images import save_grids
-    from ebm_vae.utils.runtime import seed_all
 
     try:
         if args.n < 1 or args.pairs < 1 or args.points < 2:

@@ -25,6 +25,7 @@ from ebm_vae.core.models import build_models
 from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, has_checkpoint, latest_checkpoint,
                                load_objects, snapshot_states, write_checkpoint)
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
+from ebm_vae.data.datasets import load_split
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
@@ -464,9 +465,6 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
     if cfg.eval.every > 0 and evaluation is None:
         raise TrainingError("eval.every > 0 needs the evaluation hook: call train_generation(..., "
                             "evaluation=ebm_vae.eval.evaluate.training_evaluation)")
-    from ebm_vae.data.datasets import \
-        load_split  # deferred: data loading pulls in file/dataset machinery
-
     configure_runtime(cfg.device, threads)
     workers = init_world().size  # > 1 under python -m paddle.distributed.launch
     if images is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -296,7 +297,6 @@ def read_torch_state(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InceptionWeightsError(f"{path} not found. " + weights_help())
     if path.suffix == ".npz":
-        import zipfile
         try:
             with np.load(path) as f:
                 return {k: f[k] for k in f.files}
