@@ -283,11 +283,13 @@ def test_fill_is_the_models_own_hole_content_with_visible_pixels_bit_exact():
 
 # ---- the U-Net decoder g(z, c) ---------------------------------------------------------------
 
-@pytest.mark.parametrize("source", ["tiny", "experiments/facade_completion_64.yaml",
+@pytest.mark.parametrize("source", ["tiny", "tiny-resize", "experiments/facade_completion_64.yaml",
                                     "experiments/facade_completion.yaml",
                                     "experiments/paris_completion.yaml"])
 def test_networks_have_the_configured_shapes_at_every_scale(source):
-    cfg = (completion_config_from_dict(tiny_completion_raw()) if source == "tiny"
+    raw = tiny_completion_raw()
+    raw["model"]["decoder"]["up"] = "resize" if source == "tiny-resize" else "deconv"
+    cfg = (completion_config_from_dict(raw) if source.startswith("tiny")
            else load_completion_config(source))
     m, s = cfg.model, cfg.model.image_size
     paddle.seed(0)
@@ -312,8 +314,11 @@ def test_networks_have_the_configured_shapes_at_every_scale(source):
     assert len(g.up) == len(m.decoder.down)
 
 
-def test_unet_skips_carry_the_border_into_the_hole_without_the_bottleneck():
-    cfg = completion_config_from_dict(tiny_completion_raw())
+@pytest.mark.parametrize("up", ["deconv", "resize"])
+def test_unet_skips_carry_the_border_into_the_hole_without_the_bottleneck(up):
+    raw = tiny_completion_raw()
+    raw["model"]["decoder"]["up"] = up
+    cfg = completion_config_from_dict(raw)
     paddle.seed(0)
     g = build_conditional_models(cfg.model).decoder
     for p in g.bottleneck.parameters():  # zero the bottleneck path: its output is leaky(0) = 0

@@ -43,6 +43,7 @@ class UNetConfig:
     bottleneck: int = 128
     z_every_scale: bool = False
     out_kernel: int = 3
+    up: Literal["deconv", "resize"] = "deconv"  # resize: nearest x2 + 3x3 conv (no checkerboard)
 
 
 @dataclass(frozen=True)

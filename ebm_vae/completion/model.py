@@ -120,7 +120,7 @@ class UNet(nn.Layer):
     tiled at the bottleneck (and at every up-path scale if z_every_scale).
 
     down_i: [B, down[i], S / 2^(i+1)]; bottleneck: conv3x3([down_L, tile(z)]);
-    up path from the bottleneck: deconv to the next scale, concatenated with that scale's
+    up path from the bottleneck: deconv (or nearest x2 + conv) to the next scale, concatenated with that scale's
     down map (and tile(z) if z_every_scale); at full resolution with c; out: tanh(conv(.))."""
 
     def __init__(self, cfg: CompletionModelConfig, u: UNetConfig, latent_dim: int):
@@ -139,7 +139,9 @@ class UNet(nn.Layer):
         self.up = nn.LayerList()
         in_c = u.bottleneck
         for skip, ch in zip(reversed(skips), reversed([u.down[0]] + list(u.down[:-1]))):
-            self.up.append(_he(nn.Conv2DTranspose(in_c, ch, 4, 2, 1)))
+            self.up.append(_he(nn.Conv2DTranspose(in_c, ch, 4, 2, 1)) if u.up == "deconv" else
+                           nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                         _he(nn.Conv2D(in_c, ch, 3, 1, 1))))
             in_c = ch + skip + extra
         self.out = nn.Conv2D(in_c, cfg.channels, u.out_kernel, 1, u.out_kernel // 2,
                              **_conv_attrs(cfg.init_std))
