@@ -483,6 +483,8 @@ def test_eval_on_a_mask_kind_training_did_not_use(trained_run, tmp_path):
                                want, rtol=1e-6)
     with pytest.raises(MaskError, match="hole size"):
         evaluate(run, tmp_path, mask_kind="center", mask_size=SIZE)
+    with pytest.raises(DatasetError, match="val/"):  # checkpoint selection on val/ where there is one
+        evaluate(run, tmp_path, split="val")
 
 
 def test_fill_samples_and_bad_mask_file_give_one_line(trained_run, tmp_path, capsys):

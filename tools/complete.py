@@ -36,7 +36,8 @@ def _eval(args: argparse.Namespace) -> None:
     from ebm_vae.completion.evaluate import evaluate
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
-                      args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint)
+                      args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
+                      args.split)
     mask = report["mask"]
     print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
@@ -51,7 +52,7 @@ def _eval(args: argparse.Namespace) -> None:
         d = report["diversity_l1_hole"]
         print(f"diversity (mean pairwise L1 of the K fills in the hole, [0,1] units): revised "
               f"{d['revised']['mean']:.4f}, proposals {d['proposal']['mean']:.4f}")
-    print(f"{report['images']} test images; written {out}/metrics.json, {out}/completions.png")
+    print(f"{report['images']} {report['split']} images; written {out}/metrics.json, {out}/completions.png")
 
 
 def _fill(args: argparse.Namespace) -> None:
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     "image size, evaluated as the unconditional encode-decode-revise baseline")
     ev.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     ev.add_argument("--limit", type=int, help="only the first N test images")
+    ev.add_argument("--split", default="test", help="split to fill (default test; 'val' for the "
+                    "pix2pix facades val/ folder, e.g. to pick a checkpoint without the test set)")
     ev.add_argument("--mask-kind", choices=["center", "random_square"], help="test holes of "
                     "another kind than the run was trained on (default: the run's mask.kind)")
     ev.add_argument("--mask-size", type=int, help="side of the test holes (default: mask.size)")

@@ -89,7 +89,8 @@ def _summary(per_image: dict[str, np.ndarray]) -> dict:
 def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = None,
              uncond_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
              steps: int | None = None, samples: int = 1, mask_kind: str | None = None,
-             mask_size: int | None = None, checkpoint: str | Path | None = None) -> dict:
+             mask_size: int | None = None, checkpoint: str | Path | None = None,
+             split: str = "test") -> dict:
     """Fill the test split's holes (one seeded hole per image: the run's mask config unless
     `mask_kind` / `mask_size`) `samples` times each (own z and Langevin noise), with the model's
     proposal, its revised fill and the baselines; write metrics.json and completions.png.
@@ -101,7 +102,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     run_dir = Path(run_dir)
     cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True)
     size = cfg.model.image_size
-    images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, "test", size,
+    images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, split, size,
                                         cfg.data.resize)[:limit])
     masks = eval_masks(cfg, len(images), seed, mask_kind, mask_size)
     seed_all(seed)
@@ -127,7 +128,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
                for name, filled in fills.items()}
     train_s = _training_time(run_dir, iteration) if iteration is not None else None
     report = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else "last",
-              "iteration": iteration, "training_seconds": train_s, "split": "test",
+              "iteration": iteration, "training_seconds": train_s, "split": split,
               "images": len(images), "seed": seed, "langevin_steps": steps, "samples": samples,
               "mask": {"kind": mask_kind or cfg.mask.kind, "size": mask_size or cfg.mask.size,
                        "trained_on": {"kind": cfg.mask.kind, "size": cfg.mask.size}},
