@@ -2,9 +2,12 @@
 
 The condition c is the image with its hole zeroed plus the mask as a 4th channel; the target y is
 the full image. Conditional versions of the three networks:
-- `ConditionalEBM`      f_theta(y, c): p_theta(y | c) ∝ exp(f_theta(y, c)); the EBM on [y, c].
+- `ConditionalEBM`      f_theta(y, c): p_theta(y | c) ∝ exp(f_theta(y, c)); a ConvNet on [y, c]
+                        (patch or global head), optionally plus a learned Gaussian term around a
+                        U-Net mean mu_theta(c) over the hole.
 - `ConditionalEncoder`  q_phi(z | y, c): the encoder on [y, c].
-- `ConditionalDecoder`  g_alpha(z, c): a conv code of c joins z at the decoder's 1x1 input.
+- `ConditionalDecoder`  g_alpha(z, c): an image-to-image U-Net over c (skips at every scale), z at
+                        the bottleneck.
 Algorithm 1 on pairs: y_hat = g(z, c) -> Langevin on y given c -> EBM step on (y, c) vs
 (y_tilde, c) -> cVAE step on (y_tilde, c). The visible pixels belong to c, so every chain keeps
 them (the generated y_hat gets them pasted in, and Langevin moves only the hole): p(y | c) is a
