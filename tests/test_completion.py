@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import paddle
@@ -12,14 +11,15 @@ from PIL import Image
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill
 from ebm_vae.completion.config import completion_config_from_dict, load_completion_config
-from ebm_vae.completion.evaluate import FillError, evaluate, fill_file
+from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity
 from ebm_vae.completion.masks import (MaskError, MaskSource, center_masks, load_mask,
                                       random_square_masks, resize_mask)
-from ebm_vae.completion.model import (build_conditional_models, complete, condition,
-                                      conditional_langevin, load_completion_run)
+from ebm_vae.completion.model import (FillError, build_conditional_models, complete, complete_k,
+                                      condition, conditional_langevin, load_completion_run,
+                                      eval_masks)
 from ebm_vae.core.config import ConfigError, LangevinConfig
 from ebm_vae.data.datasets import DatasetError
-from ebm_vae.data.folders import load_folder_split
+from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
 from tools import complete as complete_tool
 
@@ -32,12 +32,10 @@ def tiny_completion_raw(root=None, kind="random_square") -> dict:
         "data": {"name": "cmp_facade", "root": root},
         "mask": {"kind": kind, "size": 6},
         "model": {"image_size": SIZE, "channels": 3, "latent_dim": 4,
-                  "ebm": {"conv": conv}, "encoder": {"conv": conv},
-                  "condition": {"conv": conv, "code_dim": 8},
-                  "decoder": {"layers": [
-                      {"channels": 8, "kernel": 4, "stride": 1},                # 1 -> 4
-                      {"channels": 4, "kernel": 4, "stride": 2, "padding": 1},  # 4 -> 8
-                      {"channels": 3, "kernel": 4, "stride": 2, "padding": 1}]}},  # 8 -> 16
+                  "ebm": {"conv": [{"channels": 4, "kernel": 3, "stride": 1}] + conv,
+                          "head": "patch"},
+                  "encoder": {"conv": conv},
+                  "decoder": {"down": [4, 8, 8], "bottleneck": 8}},  # 16 -> 8 -> 4 -> 2
         "langevin": {"steps": 2, "step_size": 0.01},
         "train": {"epochs": 2, "batch_size": 4, "num_chains": 2, "gamma": 2.0, "lr_ebm": 0.001,
                   "lr_vae": 0.001, "sample_every": 2, "checkpoint_every": 2},
@@ -167,13 +165,18 @@ def test_config_checks_mask_and_shipped_files_load():
     with pytest.raises(ConfigError, match="mask.path"):
         completion_config_from_dict(raw)
     raw = tiny_completion_raw()
-    raw["model"]["decoder"]["layers"][-1]["channels"] = 1
-    with pytest.raises(ConfigError, match="model.decoder.layers"):
+    raw["model"]["decoder"]["down"] = [4, 4, 4, 4, 4]  # 16 is not divisible by 2^5
+    with pytest.raises(ConfigError, match="model.decoder.down"):
+        completion_config_from_dict(raw)
+    raw = tiny_completion_raw()
+    raw["model"]["condition"] = {"conv": [], "code_dim": 8}  # the flat-code decoder is gone
+    with pytest.raises(ConfigError, match="model.condition"):
         completion_config_from_dict(raw)
     paris = load_completion_config("experiments/paris_completion.yaml")
     assert (paris.model.image_size, paris.mask.kind, paris.mask.size) == (128, "center", 64)
     facade = load_completion_config("experiments/facade_completion.yaml")
-    assert (facade.langevin.steps, facade.train.batch_size, facade.train.lr_ebm) == (20, 16, 0.003)
+    assert (facade.langevin.steps, facade.train.batch_size, facade.train.lr_ebm) == (20, 16, 0.0005)
+    assert facade.model.ebm.mean is not None and facade.model.decoder.down[-1] == 512
     assert load_completion_config("experiments/facade_completion_64.yaml").model.image_size == 64
 
 
@@ -247,16 +250,159 @@ def test_conditional_langevin_keeps_the_condition_and_depends_on_it():
     assert all(not p.stop_gradient for p in models.ebm.parameters())  # unfrozen afterwards
 
 
-def test_completion_keeps_visible_pixels():
+def test_fill_is_the_models_own_hole_content_with_visible_pixels_bit_exact():
+    """Not just "visible pixels pasted back": the hole holds exactly g(z, c) revised by the
+    conditional Langevin chain of *this* image's condition, z from the seeded draw, batch by
+    batch. A fill that pastes anything else (zeros, the mean, another image's fill, the
+    unrevised proposal) fails."""
     cfg = completion_config_from_dict(tiny_completion_raw())
     paddle.seed(0)
     models = build_conditional_models(cfg.model)
     images = rand_images(3)
     masks = random_square_masks(3, SIZE, 5, np.random.default_rng(1))
-    out = complete(models, images, masks, cfg.model.latent_dim, 2, cfg.langevin, batch_size=2)
+    lv = LangevinConfig(steps=2, step_size=0.05, ref_sigma=1.0, noise=False)
+    paddle.seed(7)
+    proposal, out = complete(models, images, masks, cfg.model.latent_dim, 2, lv, batch_size=2,
+                             with_proposal=True)
     visible = np.broadcast_to(masks == 0, images.shape)
     np.testing.assert_array_equal(out[visible], images[visible])
-    assert not np.allclose(out[~visible], images[~visible])
+    np.testing.assert_array_equal(proposal[visible], images[visible])
+    paddle.seed(7)  # the same draws, by hand
+    want_hat, want = [], []
+    for sl in (slice(0, 2), slice(2, 3)):
+        c = condition(paddle.to_tensor(images[sl]), paddle.to_tensor(masks[sl]))
+        y_hat = models.decoder(paddle.randn([len(images[sl]), cfg.model.latent_dim]), c)
+        want_hat.append(np.clip(y_hat.numpy(), -1, 1))
+        want.append(np.clip(conditional_langevin(models.ebm, y_hat, c, 2, lv).numpy(), -1, 1))
+    hole = ~visible
+    np.testing.assert_allclose(proposal[hole], np.concatenate(want_hat)[hole], atol=1e-6)
+    np.testing.assert_allclose(out[hole], np.concatenate(want)[hole], atol=1e-6)
+    assert np.abs(out - proposal)[hole].max() > 1e-4  # the revision moved the hole
+
+
+# ---- the U-Net decoder g(z, c) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["tiny", "tiny-resize", "experiments/facade_completion_64.yaml",
+                                    "experiments/facade_completion.yaml",
+                                    "experiments/paris_completion.yaml"])
+def test_networks_have_the_configured_shapes_at_every_scale(source):
+    raw = tiny_completion_raw()
+    raw["model"]["decoder"]["up"] = "resize" if source == "tiny-resize" else "deconv"
+    cfg = (completion_config_from_dict(raw) if source.startswith("tiny")
+           else load_completion_config(source))
+    m, s = cfg.model, cfg.model.image_size
+    paddle.seed(0)
+    models = build_conditional_models(m)
+    y = paddle.to_tensor(rand_images(2, s))
+    c = condition(y, paddle.to_tensor(center_masks(2, s, s // 2)))
+    z = paddle.randn([2, m.latent_dim])
+    g = models.decoder
+    h, sizes = c, []
+    with paddle.no_grad():
+        for conv, ch in zip(g.down, m.decoder.down):  # down path: halves each time
+            h = conv(h)
+            sizes.append(tuple(h.shape))
+        assert sizes == [(2, ch, s // 2 ** (i + 1), s // 2 ** (i + 1))
+                         for i, ch in enumerate(m.decoder.down)]
+        out = g(z, c)
+        assert tuple(out.shape) == (2, 3, s, s) and float(out.abs().max()) <= 1.0
+        assert tuple(models.ebm(y, c).shape) == (2,)
+        mu, log_sigma = models.encoder(y, c)
+        assert tuple(mu.shape) == tuple(log_sigma.shape) == (2, m.latent_dim)
+    # up path: one transposed conv per scale, each landing on the skip map of that scale
+    assert len(g.up) == len(m.decoder.down)
+
+
+@pytest.mark.parametrize("up", ["deconv", "resize"])
+def test_unet_skips_carry_the_border_into_the_hole_without_the_bottleneck(up):
+    raw = tiny_completion_raw()
+    raw["model"]["decoder"]["up"] = up
+    cfg = completion_config_from_dict(raw)
+    paddle.seed(0)
+    g = build_conditional_models(cfg.model).decoder
+    for p in g.bottleneck.parameters():  # zero the bottleneck path: its output is leaky(0) = 0
+        p.set_value(paddle.zeros(p.shape))
+    images = rand_images(1)
+    masks = center_masks(1, SIZE, 6)  # hole rows/cols 5..10
+    z = paddle.randn([1, cfg.model.latent_dim])
+
+    def fill(imgs, zz=z):
+        with paddle.no_grad():
+            return g(zz, condition(paddle.to_tensor(imgs), paddle.to_tensor(masks))).numpy()
+
+    base = fill(images)
+    np.testing.assert_array_equal(fill(images, paddle.randn(z.shape)), base)  # z only at the bottleneck
+    beside = images.copy()
+    beside[:, :, 5:11, 4] += 0.5  # the visible column just left of the hole
+    hole = np.broadcast_to(masks == 1, base.shape)
+    assert np.abs(fill(beside) - base)[hole].max() > 1e-4
+    far = images.copy()  # a visible pixel far from the hole (outside every skip's reach of it)
+    far[:, :, 0, 15] += 0.5
+    assert np.abs(fill(far) - base)[:, :, 5:11, 5:7].max() < np.abs(fill(beside) - base)[
+        :, :, 5:11, 5:7].max()
+
+
+def test_z_reaches_the_output_and_k_fills_differ():
+    cfg = completion_config_from_dict(tiny_completion_raw())
+    paddle.seed(0)
+    models = build_conditional_models(cfg.model)
+    images = rand_images(2)
+    masks = center_masks(2, SIZE, 6)
+    paddle.seed(3)
+    proposals, fills = complete_k(models, images, masks, 3, cfg.model.latent_dim, 2, cfg.langevin)
+    assert fills.shape == (3, 2, 3, SIZE, SIZE) and proposals.shape == fills.shape
+    hole = np.broadcast_to(masks == 1, images.shape)
+    for i in range(3):
+        np.testing.assert_array_equal(fills[i][~hole], images[~hole])
+        for j in range(i):
+            assert np.abs(fills[i] - fills[j])[hole].mean() > 1e-4
+            assert np.abs(proposals[i] - proposals[j])[hole].mean() > 1e-4  # z matters
+    assert np.all(hole_diversity(fills, masks) > 0)
+
+
+def test_gaussian_term_of_the_ebm_is_the_closed_form_and_langevin_pulls_to_mu():
+    raw = tiny_completion_raw()
+    raw["model"]["ebm"]["mean"] = {"down": [4, 8], "bottleneck": 8}
+    raw["model"]["ebm"]["mean_sigma"] = 0.5
+    raw["model"]["ebm"]["net_lr_scale"] = 0.25
+    cfg = completion_config_from_dict(raw)
+    paddle.seed(0)
+    ebm = build_conditional_models(cfg.model).ebm
+    assert all(p.optimize_attr["learning_rate"] == 0.25 for p in ebm.head.parameters())
+    assert all(p.optimize_attr["learning_rate"] == 1.0 for p in ebm.mean.parameters())
+    for p in ebm.head.parameters():  # net(y, c) = 0: only the Gaussian term is left
+        p.set_value(paddle.zeros(p.shape))
+    images, masks = rand_images(2), center_masks(2, SIZE, 6)
+    c = condition(paddle.to_tensor(images), paddle.to_tensor(masks))
+    y = rand_images(2, seed=9)
+    with paddle.no_grad():
+        mu = ebm.mean_image(c).numpy()
+        f = ebm(paddle.to_tensor(y), c).numpy()
+    want = -((masks * (y - mu)) ** 2).reshape(2, -1).sum(axis=1) / (2 * 0.5 ** 2)
+    np.testing.assert_allclose(f, want, rtol=1e-5)
+    # noiseless Langevin with delta^2 / (2 sigma^2) = 1/2: the hole's gap to mu halves per step
+    lv = LangevinConfig(steps=1, step_size=0.5, ref_sigma=None, noise=False)
+    y1 = conditional_langevin(ebm, paddle.to_tensor(y), c, 1, lv).numpy()
+    hole = np.broadcast_to(masks == 1, y.shape)
+    np.testing.assert_allclose((y1 - mu)[hole], 0.5 * (y - mu)[hole], atol=1e-5)
+
+
+def test_hole_diversity_known_answers():
+    masks = np.zeros((2, 1, 4, 4), np.float32)
+    masks[0, 0, :2, :2] = 1  # 4 hole pixels
+    masks[1, 0, 1:, 1:] = 1  # 9 hole pixels
+    fills = np.zeros((3, 2, 3, 4, 4), np.float32)
+    for k, v in enumerate((-0.2, 0.2, 0.6)):  # [-1, 1] units: pairwise gaps 0.4, 0.8, 0.4
+        fills[k] = v * masks
+    fills[:, :, :, 0, 3] = [[[9.0]], [[-9.0]], [[3.0]]]  # outside both holes: ignored
+    np.testing.assert_allclose(hole_diversity(fills, masks), [(0.4 + 0.8 + 0.4) / 3 / 2] * 2)
+    same = np.repeat(fills[:1], 2, axis=0)
+    np.testing.assert_array_equal(hole_diversity(same, masks), [0.0, 0.0])
+    fills[1, 1, 0] += 0.3 * masks[1, 0]  # one channel of one fill of image 1: gaps 0.5, 0.8, 0.3
+    np.testing.assert_allclose(hole_diversity(fills, masks), [0.8 / 3, (0.5 + 0.8 + 0.3) / 3 / 2],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        hole_diversity(fills[:1], masks)
 
 
 # ---- training, eval and fill end to end ------------------------------------------------------
@@ -293,17 +439,97 @@ def test_training_writes_grid_checkpoint_and_resumes(trained_run):
     assert cfg.model.image_size == SIZE
 
 
-def test_eval_reports_metrics_for_model_and_baselines(trained_run, tmp_path):
+def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
+    """The reported numbers are those of the fills themselves (recomputed here from the same
+    seeded holes and draws), not merely of any fill that keeps the visible pixels."""
+    from ebm_vae.completion.evaluate import HARMONIC, MEAN, MEAN_OF_K, OURS, PROPOSAL
+    from ebm_vae.eval.image_metrics import completion_metrics
     root, run = trained_run
-    assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path)]) == 0
+    assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path), "--samples",
+                               "3", "--seed", "4"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["images"] == 3
-    assert set(report["methods"]) == {"ours (conditional EBM + cVAE)", "harmonic interpolation",
-                                      "mean of visible pixels"}
-    for metrics in report["methods"].values():
-        assert math.isfinite(metrics["psnr_hole"]["mean"])
-        assert metrics["psnr_image"]["mean"] > metrics["psnr_hole"]["mean"]  # visible part exact
-    assert Image.open(tmp_path / "completions.png").size[0] > 5 * SIZE
+    from ebm_vae.core.runs import checkpoint_iteration
+    assert report["images"] == 3 and report["samples"] == 3
+    assert report["iteration"] == checkpoint_iteration(run)
+    assert set(report["methods"]) == {OURS, PROPOSAL, MEAN_OF_K, HARMONIC, MEAN}
+    cfg, models = load_completion_run(run)
+    images = to_float(load_folder_split("cmp_facade", str(root), "test", SIZE, "stretch"))
+    masks = eval_masks(cfg, 3, 4)
+    paddle.seed(4)
+    proposals, fills = complete_k(models, images, masks, 3, cfg.model.latent_dim, 2, cfg.langevin)
+    want = {OURS: fills[0], PROPOSAL: proposals[0], MEAN_OF_K: fills.mean(axis=0),
+            HARMONIC: harmonic_fill(images, masks), MEAN: mean_fill(images, masks)}
+    for name, filled in want.items():
+        got = report["methods"][name]
+        for key, values in completion_metrics(filled, images, masks).items():
+            np.testing.assert_allclose(got[key]["mean"], values.mean(), rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(report["diversity_l1_hole"]["revised"]["mean"],
+                               hole_diversity(fills, masks).mean(), rtol=1e-5)
+    pic = Image.open(tmp_path / "completions.png")  # input, proposal, 3 fills, harmonic, mean, truth
+    assert pic.size[0] > 8 * 2 * SIZE
+
+
+def test_eval_on_a_mask_kind_training_did_not_use(trained_run, tmp_path):
+    root, run = trained_run  # trained on random squares
+    report = evaluate(run, tmp_path, mask_kind="center", mask_size=8)
+    assert report["mask"] == {"kind": "center", "size": 8,
+                              "trained_on": {"kind": "random_square", "size": 6}}
+    images = to_float(load_folder_split("cmp_facade", str(root), "test", SIZE, "stretch"))
+    from ebm_vae.eval.image_metrics import completion_metrics
+    want = completion_metrics(harmonic_fill(images, center_masks(3, SIZE, 8)), images,
+                              center_masks(3, SIZE, 8))["psnr_hole"].mean()
+    np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
+                               want, rtol=1e-6)
+    with pytest.raises(MaskError, match="hole size"):
+        evaluate(run, tmp_path, mask_kind="center", mask_size=SIZE)
+    with pytest.raises(DatasetError, match="val/"):  # checkpoint selection on val/ where there is one
+        evaluate(run, tmp_path, split="val")
+
+
+def test_fill_samples_and_bad_mask_file_give_one_line(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    pic = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    Image.fromarray(pic).save(tmp_path / "in.png")
+    hole = np.zeros((SIZE, SIZE), np.uint8)
+    hole[4:10, 5:12] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    assert complete_tool.main(["fill", "--ckpt", str(run), "--image", str(tmp_path / "in.png"),
+                               "--mask", str(tmp_path / "mask.png"), "--out",
+                               str(tmp_path / "out.png"), "--samples", "3"]) == 0
+    outs = [np.asarray(Image.open(tmp_path / f"out_{i}.png")) for i in (1, 2, 3)]
+    assert (tmp_path / "out_grid.png").is_file()
+    for o in outs:
+        np.testing.assert_array_equal(o[hole == 0], pic[hole == 0])
+    assert not np.array_equal(outs[0][hole > 0], outs[1][hole > 0])
+    (tmp_path / "notes.png").write_text("this is not an image")
+    capsys.readouterr()
+    assert complete_tool.main(["fill", "--ckpt", str(run), "--image", str(tmp_path / "in.png"),
+                               "--mask", str(tmp_path / "notes.png"), "--out",
+                               str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an image" in err[0] and "notes.png" in err[0]
+    assert complete_tool.main(["eval", "--ckpt", str(tmp_path), "--out", str(tmp_path)]) == 2
+
+
+def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
+    root, _ = trained_run
+    raw = tiny_completion_raw(str(root))
+    raw["eval"] = {"every": 1}
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert complete_tool.main(["train", "-c", str(cfg_path), "--out", str(run), "--max-iters",
+                               "2", "--no-progress"]) == 0
+    assert (run / "snapshots/iter_0000001.ckpt").is_file()
+    assert (run / "snapshots/iter_0000002.ckpt").is_file()
+    assert complete_tool.main(["curve", "--ckpt", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert Image.open(tmp_path / "c.png").size[0] > 100
+    report = evaluate(run, tmp_path / "ev", checkpoint=run / "snapshots/iter_0000001.ckpt")
+    assert report["iteration"] == 1 and report["training_seconds"] > 0
+    with open(run / "log.csv") as fh:
+        first = next(__import__("csv").DictReader(fh))
+    np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
+                               float(first["psnr_hole_harmonic"]), rtol=1e-6)
 
 
 def test_fill_checks_size_and_keeps_visible_pixels(trained_run, tmp_path):
@@ -353,5 +579,5 @@ def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_pat
                    {"channels": 3, "kernel": 4, "stride": 2, "padding": 1}]}}}
     train_generation(config_from_dict(small), tmp_path / "gen8", max_iters=1,
                      images=rand_images(6, size=8), progress=False)
-    with pytest.raises(ValueError, match=r"\(3, 8, 8\)"):
+    with pytest.raises(FillError, match=r"\(3, 8, 8\)"):
         evaluate(run, tmp_path / "ev8", uncond_dir=tmp_path / "gen8")

@@ -5,7 +5,8 @@
          grids, checkpoints and resume as tools/train.py
   eval   fill the test split's holes; PSNR/SSIM/L1 over the hole and the whole image for the
          model and baselines -> RUN_DIR/eval/metrics.json and completions.png
-  fill   complete your own picture (mask image: white = hole)
+  fill   complete your own picture (mask image: white = hole); --samples K for K fills
+  curve  plot the test-split hole PSNR logged during training (eval.every) against the baselines
 
   python tools/complete.py train -c experiments/facade_completion.yaml --data-root DATA/pix2pix_facades
   python tools/complete.py eval --ckpt runs/facade_completion
@@ -18,10 +19,7 @@ import sys
 from pathlib import Path
 
 from ebm_vae.completion.config import completion_config_from_dict
-from ebm_vae.completion.masks import MaskError
-from ebm_vae.core.config import ConfigError
-from ebm_vae.core.train import TrainingError
-from ebm_vae.data.datasets import DatasetError
+from ebm_vae.errors import UserError
 from ebm_vae.utils.cli import add_train_args, resolve
 
 
@@ -38,19 +36,42 @@ def _eval(args: argparse.Namespace) -> None:
     from ebm_vae.completion.evaluate import evaluate
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
-                      args.steps)
+                      args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
+                      args.split)
+    mask = report["mask"]
+    print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
+          f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
+          f"{mask['trained_on']['size']}); {report['samples']} fill(s) per hole")
     print(f"{'method':<52} {'PSNR hole':>9} {'SSIM hole':>9} {'L1 hole':>8} {'PSNR img':>9} "
           f"{'SSIM img':>8} {'L1 img':>7}")
     for name, m in report["methods"].items():
         print(f"{name:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
               f"{m['l1_hole']['mean']:8.4f} {m['psnr_image']['mean']:9.2f} "
               f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f}")
-    print(f"{report['images']} test images; written {out}/metrics.json, {out}/completions.png")
+    if "diversity_l1_hole" in report:
+        d = report["diversity_l1_hole"]
+        print(f"diversity (mean pairwise L1 of the K fills in the hole, [0,1] units): revised "
+              f"{d['revised']['mean']:.4f}, proposals {d['proposal']['mean']:.4f}")
+    print(f"{report['images']} {report['split']} images; written {out}/metrics.json, {out}/completions.png")
 
 
 def _fill(args: argparse.Namespace) -> None:
     from ebm_vae.completion.evaluate import fill_file
-    fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps)
+    fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps,
+              args.samples)
+    out = Path(args.out)
+    print(f"written {out}" if args.samples == 1 else
+          f"written {out.stem}_1..{args.samples}.png and {out.stem}_grid.png in {out.parent}")
+
+
+def _curve(args: argparse.Namespace) -> None:
+    from ebm_vae.completion.evaluate import plot_curve
+    curve = plot_curve(args.ckpt, args.out)
+    for i in range(len(curve["iteration"])):
+        print(f"iteration {curve['iteration'][i]:6.0f}  {curve['minutes'][i]:6.1f} min  PSNR hole: "
+              f"revised {curve['psnr_hole_revised'][i]:.2f}  proposal "
+              f"{curve['psnr_hole_proposal'][i]:.2f}  harmonic {curve['psnr_hole_harmonic'][i]:.2f}"
+              f"  mean {curve['psnr_hole_mean'][i]:.2f}")
     print(f"written {args.out}")
 
 
@@ -61,25 +82,37 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(sub.add_parser("train", help="train the conditional model"))
     ev = sub.add_parser("eval", help="PSNR/SSIM/L1 on the test split, with baselines")
     ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    ev.add_argument("--checkpoint", metavar="FILE", help="evaluate this checkpoint of the run "
+                    "(e.g. RUN_DIR/snapshots/iter_0000400.ckpt) instead of the last one")
     ev.add_argument("--data-root", help="dataset folder (default: the run's data.root)")
     ev.add_argument("--uncond-ckpt", metavar="RUN_DIR", help="a tools/train.py run of the same "
                     "image size, evaluated as the unconditional encode-decode-revise baseline")
     ev.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     ev.add_argument("--limit", type=int, help="only the first N test images")
+    ev.add_argument("--split", default="test", help="split to fill (default test; 'val' for the "
+                    "pix2pix facades val/ folder, e.g. to pick a checkpoint without the test set)")
+    ev.add_argument("--mask-kind", choices=["center", "random_square"], help="test holes of "
+                    "another kind than the run was trained on (default: the run's mask.kind)")
+    ev.add_argument("--mask-size", type=int, help="side of the test holes (default: mask.size)")
     fi = sub.add_parser("fill", help="complete one picture")
     fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
     fi.add_argument("--image", required=True, help="picture to complete (PNG/JPEG)")
     fi.add_argument("--mask", required=True, help="mask of the same size; white (>= 128) = hole")
-    fi.add_argument("--out", required=True, help="output PNG")
+    fi.add_argument("--out", required=True, help="output PNG (K >= 2: OUT_1..K.png, OUT_grid.png)")
     fi.add_argument("--resize", action="store_true", help="accept pictures of another size than "
                     "the model's (filled at model size, resized back, pasted into the hole)")
     for p in (ev, fi):
         p.add_argument("--seed", type=int, default=0, help="seed of z, Langevin noise and masks")
         p.add_argument("--steps", type=int, help="Langevin steps (default: the run's sample.steps)")
+        p.add_argument("--samples", type=int, default=1, metavar="K", help="K fills per hole, "
+                       "each with its own z and Langevin chain (eval: grid and diversity)")
+    cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
+    cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
+    cu.add_argument("--out", required=True, help="output PNG")
     args = parser.parse_args(argv)
     try:
-        {"train": _train, "eval": _eval, "fill": _fill}[args.command](args)
-    except (ConfigError, DatasetError, MaskError, TrainingError, FileNotFoundError, ValueError) as err:
+        {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve}[args.command](args)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -68,7 +68,8 @@ def unconditional_fill(cfg: Config, models: Models, images: np.ndarray, masks: n
     """[CODE] inpaint(): x_hat = g(mu(masked x)), Langevin under f (`cfg.sample.steps`), paste."""
     expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
     if tuple(images.shape[1:]) != expect:
-        raise ValueError(f"the unconditional model works on {expect} images, the test images are "
+        from ebm_vae.completion.model import FillError
+        raise FillError(f"the unconditional model works on {expect} images, the test images are "
                          f"{tuple(images.shape[1:])}")
     lv, out = cfg.langevin, []
     for i in range(0, len(images), batch_size):

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional
 
-from ebm_vae.core.config import (ConvLayer, DecoderConfig, EBMConfig, EncoderConfig, LangevinConfig,
-                                 SampleConfig, TrainConfig, _build, _check_learning, _require,
-                                 load_raw)
+from ebm_vae.core.config import (ConvLayer, EncoderConfig, LangevinConfig, SampleConfig,
+                                 TrainConfig, _build, _check_learning, _require, load_raw)
 
 
 @dataclass(frozen=True)
@@ -29,11 +28,40 @@ class MaskConfig:
 
 
 @dataclass(frozen=True)
-class ConditionConfig:
-    """The decoder's view of the condition: conv layers on (masked image, mask), flatten, a dense
-    layer to a `code_dim` code that joins z at the decoder's 1x1 input."""
+class UNetConfig:
+    """g_alpha(z, c): an image-to-image U-Net over c = [masked y, mask] (pix2pix-style).
+
+    Down path: one 4x4 stride-2 conv + leaky ReLU per entry of `down` (its output channels), so
+    image_size halves len(down) times to the bottleneck. z enters at the bottleneck: tiled over
+    the bottleneck map, concatenated, mixed by a 3x3 conv (`bottleneck` channels). Up path: one
+    4x4 stride-2 transposed conv + ReLU per scale, mirroring `down`, each followed by the skip
+    connection (concatenation) of the down path's map of that scale; at full resolution the skip
+    is c itself, and a `out_kernel` x `out_kernel` conv + tanh gives the image. `z_every_scale`
+    also concatenates the tiled z at every up-path scale. No batch norm (a single picture is
+    filled as in a batch); He-normal init (init_std does not apply)."""
+    down: List[int]
+    bottleneck: int = 128
+    z_every_scale: bool = False
+    out_kernel: int = 3
+    up: Literal["deconv", "resize"] = "deconv"  # resize: nearest x2 + 3x3 conv (no checkerboard)
+
+
+@dataclass(frozen=True)
+class ConditionalEBMConfig:
+    """f_theta(y, c): conv layers ('SAME', leaky ReLU; stride 1 keeps full resolution) on the
+    7-channel stack [y, masked y, mask], then a head:
+    - 'global': one 'valid' conv over the whole remaining map (as the generation EBM);
+    - 'patch': a `head_kernel` x `head_kernel` 'SAME' conv to `out_dim` maps, f = the sum over all
+      positions (a PatchGAN-like energy: a sum of local energies of overlapping patches).
+    `mean` (optional): a z-free U-Net mu(c); f then also holds -||hole * (y - mu(c))||^2 /
+    (2 mean_sigma^2), a learned conditional Gaussian reference (ebm_vae.completion.model)."""
     conv: List[ConvLayer]
-    code_dim: int
+    head: Literal["global", "patch"] = "global"
+    head_kernel: int = 3
+    out_dim: int = 1
+    mean: Optional[UNetConfig] = None
+    mean_sigma: float = 0.025
+    net_lr_scale: float = 1.0  # learning-rate multiplier of the conv net and head (not of mean)
 
 
 @dataclass(frozen=True)
@@ -42,13 +70,24 @@ class CompletionModelConfig:
     image_size: int
     channels: int
     latent_dim: int
-    ebm: EBMConfig
+    ebm: ConditionalEBMConfig
     encoder: EncoderConfig
-    condition: ConditionConfig
-    decoder: DecoderConfig
+    decoder: UNetConfig
     init_std: float = 0.02
     leaky_slope: float = 0.2
-    bn_batch_stats: bool = False
+    bn_batch_stats: bool = False  # unused (no batch norm in the completion networks)
+
+
+@dataclass(frozen=True)
+class CompletionEvalConfig:
+    """Hole metrics on the test split during training (`every` > 0): the cVAE proposal and the
+    revised fill of every test image (one hole each, seeded by `seed`, as `complete.py eval`),
+    logged and plotted against the harmonic and mean fills; each evaluated state is also kept
+    as snapshots/iter_NNNNNNN.ckpt (`keep_checkpoints`)."""
+    every: int = 0
+    seed: int = 0
+    limit: Optional[int] = None  # only the first N test images
+    keep_checkpoints: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,7 @@ class CompletionConfig:
     langevin: LangevinConfig
     train: TrainConfig  # num_chains: Langevin chains per (image, mask) pair
     sample: SampleConfig = field(default_factory=SampleConfig)  # steps when filling holes
+    eval: CompletionEvalConfig = field(default_factory=CompletionEvalConfig)
     seed: int = 0
     device: Literal["cpu", "gpu"] = "cpu"
 
@@ -69,10 +109,27 @@ def completion_config_from_dict(raw: dict) -> CompletionConfig:
     _check_learning(cfg)
     m, mask = cfg.model, cfg.mask
     _require(m.channels == 3, "model.channels", f"completion data are RGB: must be 3, got {m.channels}")
-    _require(m.condition.code_dim >= 1, "model.condition.code_dim", "must be >= 1")
-    _require(len(m.condition.conv) >= 1, "model.condition.conv", "needs at least one layer")
-    for i, layer in enumerate(m.condition.conv):
-        layer.validate(f"model.condition.conv.{i}")
+    for name, layers in (("ebm", m.ebm.conv), ("encoder", m.encoder.conv)):
+        _require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
+        for i, layer in enumerate(layers):
+            layer.validate(f"model.{name}.conv.{i}")
+    _require(m.ebm.head_kernel >= 1, "model.ebm.head_kernel", "must be >= 1")
+    _require(m.ebm.mean_sigma > 0, "model.ebm.mean_sigma", "must be > 0")
+    _require(m.ebm.net_lr_scale > 0, "model.ebm.net_lr_scale", "must be > 0")
+    for key, d in (("model.decoder", m.decoder), ("model.ebm.mean", m.ebm.mean)):
+        if d is None:
+            continue
+        _require(len(d.down) >= 1 and min(d.down) >= 1, f"{key}.down",
+                 f"needs at least one layer, each with >= 1 channels, got {d.down}")
+        _require(d.bottleneck >= 1, f"{key}.bottleneck", "must be >= 1")
+        _require(d.out_kernel >= 1 and d.out_kernel % 2 == 1, f"{key}.out_kernel",
+                 "must be odd and >= 1")
+        _require(m.image_size % 2 ** len(d.down) == 0, f"{key}.down",
+                 f"{len(d.down)} stride-2 layers need model.image_size divisible by "
+                 f"{2 ** len(d.down)}, got {m.image_size}")
+    e = cfg.eval
+    _require(e.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {e.every}")
+    _require(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 or null")
     if mask.kind == "file":
         _require(mask.path is not None, "mask.path", "is required for mask.kind 'file'")
     else:

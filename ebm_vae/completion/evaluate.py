@@ -1,71 +1,152 @@
-"""Evaluate a completion run on the test split (against the baselines) and fill a user's image."""
+"""Evaluate a completion run on the test split (against the baselines), fill a user's image, and
+draw the hole-PSNR curve of a run.
+
+Every file written here goes through ebm_vae.utils.atomic.
+"""
 from __future__ import annotations
 
+import csv
+import io
 import json
-import os
+import math
+from itertools import combinations
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
-from ebm_vae.completion.masks import MaskError, MaskSource, load_mask, paste, resize_mask
-from ebm_vae.completion.model import complete, load_completion_run
+from ebm_vae.completion.masks import MaskError, load_mask, paste, resize_mask
+from ebm_vae.completion.model import (FillError, complete_k, ebm_mean_fill, eval_masks,
+                                      load_completion_run)
 from ebm_vae.core.runs import load_run
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
-from ebm_vae.errors import UserError
 from ebm_vae.eval.image_metrics import completion_metrics
-from ebm_vae.utils.images import save_grids, to_uint8
+from ebm_vae.utils.atomic import write_bytes, write_text
+from ebm_vae.utils.images import _panel, grid, to_uint8
 from ebm_vae.utils.runtime import seed_all
 
 GRID_ROWS = 8
+OURS = "ours (conditional EBM + cVAE)"  # the revised fill (first of the K); tables read this key
+PROPOSAL = "ours: cVAE proposal g(z, c), before revision"
+MEAN_OF_K = "ours: mean of the K revised fills"
+EBM_MEAN = "ablation: the EBM's Gaussian mean mu(c) alone"
+HARMONIC, MEAN = "harmonic interpolation", "mean of visible pixels"
+
+
+def hole_diversity(fills: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Mean pairwise L1 between the K fills of each hole, over the hole pixels, in [0, 1] units.
+
+    fills: [K, N, C, H, W] in [-1, 1] (K >= 2); masks: [N, 1, H, W]. Returns [N]."""
+    k = len(fills)
+    if k < 2:
+        raise ValueError("diversity needs at least 2 fills per hole")
+    w = np.broadcast_to(masks, fills.shape[1:]).astype(np.float64)
+    area = w.reshape(len(w), -1).sum(axis=1)
+    pairs = [(np.abs(fills[i].astype(np.float64) - fills[j]) * w).reshape(len(w), -1).sum(axis=1)
+             / area / 2.0 for i, j in combinations(range(k), 2)]
+    return np.mean(pairs, axis=0)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_labelled_grid(path: str | Path, columns: list[tuple[str, np.ndarray]], rows: int,
+                       scale: int = 2) -> None:
+    """One row per image, one titled column per method ([N, C, H, W] in [-1, 1] each)."""
+    tiles = np.stack([col[:rows] for _, col in columns], axis=1).reshape(-1, *columns[0][1].shape[1:])
+    pic = grid(tiles, nrow=len(columns))
+    pic = np.repeat(np.repeat(pic, scale, 0), scale, 1)
+    cell = pic.shape[1] / len(columns)
+    head = 16
+    canvas = Image.new("RGB", (pic.shape[1], pic.shape[0] + head), "white")
+    canvas.paste(Image.fromarray(pic), (0, head))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i, (title, _) in enumerate(columns):
+        draw.text((int(i * cell) + 4, 2), title[:int(cell // 6)], fill="black", font=font)
+    write_bytes(path, _png(canvas))
+
+
+def _training_time(run_dir: Path, iteration: int) -> Optional[float]:
+    """Seconds of training (sum of the logged step times) up to `iteration`, if logged."""
+    log = run_dir / "log.csv"
+    if not log.is_file():
+        return None
+    with open(log, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= iteration]
+    return float(sum(float(r["sec_per_iter"]) for r in rows)) if rows else None
+
+
+def _summary(per_image: dict[str, np.ndarray]) -> dict:
+    return {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in per_image.items()}
 
 
 def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = None,
              uncond_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
-             steps: int | None = None) -> dict:
-    """Fill the test split's holes (the run's mask config, masks seeded by `seed`) with the model
-    and the baselines; write metrics.json (mean and std per method) and completions.png."""
-    cfg, models = load_completion_run(run_dir)
+             steps: int | None = None, samples: int = 1, mask_kind: str | None = None,
+             mask_size: int | None = None, checkpoint: str | Path | None = None,
+             split: str = "test") -> dict:
+    """Fill the test split's holes (one seeded hole per image: the run's mask config unless
+    `mask_kind` / `mask_size`) `samples` times each (own z and Langevin noise), with the model's
+    proposal, its revised fill and the baselines; write metrics.json and completions.png.
+
+    Metrics of ours are those of the first fill; with samples >= 2 also the mean of the K revised
+    fills and the diversity (mean pairwise L1 between the K fills in the hole)."""
+    if samples < 1:
+        raise FillError(f"--samples must be >= 1, got {samples}")
+    run_dir = Path(run_dir)
+    cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True)
     size = cfg.model.image_size
-    images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, "test", size,
+    images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, split, size,
                                         cfg.data.resize)[:limit])
-    masks = MaskSource(cfg.mask.kind, cfg.mask.size, size, cfg.mask.path)(
-        len(images), np.random.default_rng(seed))
+    masks = eval_masks(cfg, len(images), seed, mask_kind, mask_size)
     seed_all(seed)
     steps = cfg.sample.steps if steps is None else steps
-    fills = {"ours (conditional EBM + cVAE)": complete(models, images, masks, cfg.model.latent_dim,
-                                                       steps, cfg.langevin)}
+    proposals, revised = complete_k(models, images, masks, samples, cfg.model.latent_dim, steps,
+                                    cfg.langevin)
+    fills = {OURS: revised[0], PROPOSAL: proposals[0]}
+    if samples >= 2:
+        fills[MEAN_OF_K] = revised.mean(axis=0)
+    mu = ebm_mean_fill(models, images, masks)
+    if mu is not None:
+        fills[EBM_MEAN] = mu
     if uncond_dir is not None:
+        try:
+            uncond = load_run(uncond_dir)
+        except (OSError, KeyError, RuntimeError) as err:
+            raise FillError(f"cannot load the unconditional run {uncond_dir}: {err}") from err
         fills["unconditional model (encode-decode-revise-paste)"] = unconditional_fill(
-            *load_run(uncond_dir)[:2], images, masks)
-    fills["harmonic interpolation"] = harmonic_fill(images, masks)
-    fills["mean of visible pixels"] = mean_fill(images, masks)
-    results = {}
-    for name, filled in fills.items():
-        per_image = completion_metrics(filled, images, masks)
-        results[name] = {k: {"mean": float(v.mean()), "std": float(v.std())}
-                         for k, v in per_image.items()}
-    report = {"run": str(run_dir), "split": "test", "images": len(images), "seed": seed,
-              "langevin_steps": steps, "mask": {"kind": cfg.mask.kind, "size": cfg.mask.size,
-                                                "path": cfg.mask.path},
+            uncond.cfg, uncond.models, images, masks)
+    fills[HARMONIC] = harmonic_fill(images, masks)
+    fills[MEAN] = mean_fill(images, masks)
+    results = {name: _summary(completion_metrics(filled, images, masks))
+               for name, filled in fills.items()}
+    train_s = _training_time(run_dir, iteration) if iteration is not None else None
+    report = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else "last",
+              "iteration": iteration, "training_seconds": train_s, "split": split,
+              "images": len(images), "seed": seed, "langevin_steps": steps, "samples": samples,
+              "mask": {"kind": mask_kind or cfg.mask.kind, "size": mask_size or cfg.mask.size,
+                       "trained_on": {"kind": cfg.mask.kind, "size": cfg.mask.size}},
               "units": "images in [0, 1]; PSNR in dB (capped at 100); L1 = mean |error|",
               "methods": results}
+    if samples >= 2:
+        report["diversity_l1_hole"] = {
+            "revised": _summary({"l1": hole_diversity(revised, masks)})["l1"],
+            "proposal": _summary({"l1": hole_diversity(proposals, masks)})["l1"],
+            "what": "mean pairwise L1 between the K fills of a hole, over its pixels, [0, 1] units"}
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out_dir / "metrics.json")
+    write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
     rows = min(GRID_ROWS, len(images))
-    columns = [images * (1 - masks) + masks] + list(fills.values()) + [images]  # hole shown white
-    tiles = np.stack([col[:rows] for col in columns], axis=1).reshape(-1, *images.shape[1:])
-    title = " | ".join(["input"] + [n.split(" (")[0] for n in fills] + ["truth"])
-    save_grids(out_dir / "completions.png", [(title, tiles)], nrow=len(columns))
+    columns = ([("input", images * (1 - masks) + masks), ("proposal 1", proposals[0])]
+               + [(f"fill {i + 1}", revised[i]) for i in range(samples)]
+               + [("harmonic", fills[HARMONIC]), ("mean", fills[MEAN]), ("truth", images)])
+    save_labelled_grid(out_dir / "completions.png", columns, rows)
     return report
-
-
-class FillError(UserError, ValueError):
-    """The image or mask cannot be completed by this model."""
 
 
 def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -76,10 +157,14 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path,
               out_path: str | Path, resize: bool = False, seed: int = 0,
-              steps: int | None = None) -> np.ndarray:
-    """Complete one picture (mask: white = hole, same size) and save the PNG. Pictures of another
-    size than the model's need `resize`: the model fills a resized copy, which is resized back
-    and pasted into the hole at full resolution."""
+              steps: int | None = None, samples: int = 1) -> np.ndarray:
+    """Complete one picture (mask: white = hole, same size) `samples` times and save the PNGs:
+    `out_path` for one fill; for K >= 2, OUT_1.png ... OUT_K.png and OUT_grid.png (input with
+    the hole white, then the K fills). Pictures of another size than the model's need `resize`:
+    the model fills a resized copy, which is resized back and pasted into the hole at full
+    resolution. Returns the fills, [K, 1, C, H, W]."""
+    if samples < 1:
+        raise FillError(f"--samples must be >= 1, got {samples}")
     cfg, models = load_completion_run(run_dir)
     image = read_image(image_path)
     h, w = image.shape[2:]
@@ -94,9 +179,51 @@ def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path
         raise MaskError(f"mask {mask_path} covers the whole image: nothing to condition on")
     seed_all(seed)
     steps = cfg.sample.steps if steps is None else steps
-    filled = complete(models, small, small_mask, cfg.model.latent_dim, steps, cfg.langevin)
-    out = filled if (h, w) == (s, s) else paste(_resize(filled, (w, h)), image, mask)
+    _, filled = complete_k(models, small, small_mask, samples, cfg.model.latent_dim, steps,
+                           cfg.langevin)
+    outs = np.stack([f if (h, w) == (s, s) else paste(_resize(f, (w, h)), image, mask)
+                     for f in filled])
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(out)[0]).save(out_path)
-    return out
+    if samples == 1:
+        write_bytes(out_path, _png(Image.fromarray(to_uint8(outs[0])[0])))
+    else:
+        for i, o in enumerate(outs):
+            write_bytes(out_path.with_name(f"{out_path.stem}_{i + 1}.png"),
+                        _png(Image.fromarray(to_uint8(o)[0])))
+        save_labelled_grid(out_path.with_name(f"{out_path.stem}_grid.png"),
+                           [("input", image * (1 - mask) + mask)]
+                           + [(f"fill {i + 1}", o) for i, o in enumerate(outs)], 1, scale=1)
+    return outs
+
+
+def plot_curve(run_dir: str | Path, out_path: str | Path, width: int = 640,
+               height: int = 300) -> dict[str, list[float]]:
+    """Test-split hole PSNR logged during training (eval.every) against iterations and against
+    training minutes: ours before and after revision, the harmonic and mean fills."""
+    log = Path(run_dir) / "log.csv"
+    if not log.is_file():
+        raise FillError(f"{run_dir} has no log.csv")
+    with open(log, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "psnr_hole_revised" not in rows[0]:
+        raise FillError(f"{log} has no test-split evaluation (train with eval.every > 0)")
+    minutes, total = [], 0.0
+    for r in rows:
+        total += float(r["sec_per_iter"])
+        minutes.append(total / 60)
+    keep = [(i, r) for i, r in enumerate(rows) if math.isfinite(float(r["psnr_hole_revised"]))]
+    names = [("revised (ours)", "psnr_hole_revised"), ("proposal (ours)", "psnr_hole_proposal"),
+             ("harmonic", "psnr_hole_harmonic"), ("mean fill", "psnr_hole_mean")]
+    curve = {"iteration": [float(r["iteration"]) for _, r in keep],
+             "minutes": [minutes[i] for i, _ in keep]}
+    for _, key in names:
+        curve[key] = [float(r[key]) for _, r in keep]
+    img = Image.new("RGB", (width, 2 * height + 14), "white")
+    draw = ImageDraw.Draw(img)
+    for p, (axis, label) in enumerate((("iteration", "iterations"),
+                                       ("minutes", "training minutes (sum of step times)"))):
+        series = {name: (curve[axis], curve[key]) for name, key in names}
+        _panel(draw, (0, p * height, width, (p + 1) * height),
+               f"test hole PSNR (dB) vs {label}", series)
+    write_bytes(out_path, _png(img))
+    return curve

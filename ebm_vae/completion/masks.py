@@ -49,7 +49,10 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise MaskError(f"mask file not found: {path}")
-    grey = np.asarray(Image.open(path).convert("L"))
+    try:
+        grey = np.asarray(Image.open(path).convert("L"))
+    except OSError as err:  # PIL.UnidentifiedImageError included: not an image
+        raise MaskError(f"mask file {path} is not an image Pillow can read: {err}") from err
     if size is not None and grey.shape != tuple(size):
         raise MaskError(f"mask {path} is {grey.shape[1]}x{grey.shape[0]} (WxH), but the image is "
                         f"{size[1]}x{size[0]}")

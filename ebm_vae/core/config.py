@@ -208,7 +208,8 @@ def _check_learning(cfg: Any) -> None:
     _require(0 <= m.encoder.dropout < 1, "model.encoder.dropout", "must be in [0, 1)")
     _require(m.init_std > 0, "model.init_std", "must be > 0")
     _require(m.leaky_slope >= 0, "model.leaky_slope", "must be >= 0")
-    _check_architecture(m)
+    if isinstance(m, ModelConfig):  # completion models check their own networks (completion/config.py)
+        _check_architecture(m)
 
 
 def _check_architecture(m: ModelConfig) -> None:
