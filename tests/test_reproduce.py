@@ -212,6 +212,7 @@ def test_run_state_new_resume_done(tmp_path):
 
 def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch):
     """Two runs of an 8x8 sweep, reconstruction metric: trained, then reused, then resumed."""
+    import ebm_vae.core.train
     import ebm_vae.data.datasets
 
     data, roots = tmp_path / "mnist", []
@@ -221,7 +222,8 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
         images = tiny_images[:12] if split == "train" else tiny_images[12:]
         return images, np.zeros(len(images), np.int64)
 
-    monkeypatch.setattr(ebm_vae.data.datasets, "load_split", fake_split)
+    monkeypatch.setattr(ebm_vae.data.datasets, "load_split", fake_split)  # evaluation's data
+    monkeypatch.setattr(ebm_vae.core.train, "load_split", fake_split)  # training's data
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(batch_size=4, num_chains=4)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
