@@ -439,6 +439,17 @@ def test_training_writes_grid_checkpoint_and_resumes(trained_run):
     assert cfg.model.image_size == SIZE
 
 
+def test_resume_refuses_a_set_that_changes_the_networks(trained_run, capsys):
+    _, run = trained_run
+    config = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert complete_tool.main(["train", "--resume", str(run), "--set", "model.decoder.bottleneck=4",
+                               "--set", "train.gamma=1", "--max-iters", "9", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--set model.decoder.bottleneck=4" in err[0] and "gamma" not in err[0]
+    assert (run / "config.yaml").read_bytes() == config  # nothing was written
+
+
 def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
     """The reported numbers are those of the fills themselves (recomputed here from the same
     seeded holes and draws), not merely of any fill that keeps the visible pixels."""

@@ -15,8 +15,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
+
+from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
+from ebm_vae.completion.model import build_conditional_models, train_completion
+from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.errors import UserError
@@ -24,8 +29,8 @@ from ebm_vae.utils.cli import add_train_args, resolve
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ebm_vae.completion.model import train_completion
-    cfg, run_dir, resume = resolve(args, completion_config_from_dict)
+    shapes = functools.partial(model_shapes, build=build_conditional_models)
+    cfg, run_dir, resume = resolve(args, completion_config_from_dict, shapes=shapes)
     print(f"run folder: {run_dir}", file=sys.stderr)
     train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
                      threads=args.threads)
@@ -33,7 +38,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from ebm_vae.completion.evaluate import evaluate
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
@@ -56,7 +60,6 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _fill(args: argparse.Namespace) -> None:
-    from ebm_vae.completion.evaluate import fill_file
     fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps,
               args.samples)
     out = Path(args.out)
@@ -65,7 +68,6 @@ def _fill(args: argparse.Namespace) -> None:
 
 
 def _curve(args: argparse.Namespace) -> None:
-    from ebm_vae.completion.evaluate import plot_curve
     curve = plot_curve(args.ckpt, args.out)
     for i in range(len(curve["iteration"])):
         print(f"iteration {curve['iteration'][i]:6.0f}  {curve['minutes'][i]:6.1f} min  PSNR hole: "
