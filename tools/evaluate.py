@@ -117,12 +117,7 @@ def open_run(args: argparse.Namespace):
     if not args.ckpt:
         set_device(args.device or "cpu")
         return None
-    try:
-        return load_run(args.ckpt, untrained=args.untrained, device=args.device)
-    except UserError:
-        raise
-    except (FileNotFoundError, RuntimeError) as err:  # core.runs: no run folder, corrupt checkpoint
-        raise UsageError(f"--ckpt {args.ckpt}: {err}") from err
+    return load_run(args.ckpt, untrained=args.untrained, device=args.device)  # UserError if not a run
 
 
 def run(args: argparse.Namespace) -> int:
