@@ -33,7 +33,7 @@ import paddle
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
 from ebm_vae.errors import UserError
-from ebm_vae.utils.atomic import WriteError, write_bytes, write_text
+from ebm_vae.utils.atomic import WriteError, fsync_dir, write_bytes, write_text
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
 CHECKPOINTS = "checkpoints"
@@ -291,12 +291,7 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(folder)
     for it, old in checkpoint_dirs(run_dir):
         if it < iteration:
             _remove_tree(old)

@@ -20,7 +20,7 @@ class WriteError(UserError, OSError):
     """A file could not be written (e.g. no space left on device); nothing was replaced."""
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -58,7 +58,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as err:
         raise WriteError(f"cannot write {path}: {err.strerror or err}") from err
     finally:
