@@ -13,7 +13,7 @@ from ebm_vae.core.config import (ConvLayer, EncoderConfig, LangevinConfig, Sampl
 @dataclass(frozen=True)
 class CompletionDataConfig:
     name: Literal["paris_street_view", "cmp_facade"]
-    root: Optional[str] = None  # local folder (both datasets need one; see ebm_vae/folders.py)
+    root: Optional[str] = None  # local folder (both datasets need one; see ebm_vae/data/folders.py)
     resize: Literal["stretch", "center_crop"] = "stretch"  # how pictures become squares
     shuffle: Literal["once", "never", "every_epoch"] = "every_epoch"
     limit: Optional[int] = None  # use only the first `limit` training images (quick runs)

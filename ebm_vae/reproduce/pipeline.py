@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from ebm_vae.completion.evaluate import HARMONIC, OURS
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
 from ebm_vae.completion.model import train_completion
 from ebm_vae.core.runs import load_run
@@ -109,7 +110,7 @@ def _measure(run: PlannedRun, metrics: list[str], scale: ScaleSpec,
         report = evaluate_completion(run.run_dir, run.run_dir / "eval_table", run.cfg.data.root, None,
                                      scale.num_samples or None, run.cfg.seed, steps)
         methods = report["methods"]
-        ours, harm = methods["ours (conditional EBM + cVAE)"], methods["harmonic interpolation"]
+        ours, harm = methods[OURS], methods[HARMONIC]
         return {"completion": {
             "psnr_hole": ours["psnr_hole"]["mean"], "ssim_hole": ours["ssim_hole"]["mean"],
             "l1_hole": ours["l1_hole"]["mean"], "psnr_hole_harmonic": harm["psnr_hole"]["mean"]}}
