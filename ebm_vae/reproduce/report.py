@@ -84,7 +84,7 @@ METRIC_NOTES = {
     "fid": "FID with the pytorch-fid Inception port vs the whole training split (lower is better).",
     "is": "Inception Score, 10 splits (higher is better).",
     "recon": "Test images -> encoder mean -> decoder -> Langevin; PSNR on [0, 1] (higher is better).",
-    "completion": "Hole-only PSNR / SSIM / L1 on the test split (our design: README "Image completion", docs/method.md §5).",
+    "completion": "Hole-only PSNR / SSIM / L1 on the test split (our design: README: Image completion; docs/method.md §5).",
 }
 
 
