@@ -60,3 +60,13 @@ def test_a_damaged_shipped_file_names_the_tensor(damage, message, tmp_path):
     with pytest.raises(CheckpointError) as err:
         ebm_vae.load_run(copy)
     assert message in str(err.value)
+
+
+def test_the_readme_own_script_snippet_runs_on_the_shipped_weights(tmp_path):
+    from tests.test_faults import _readme_block, _run_snippet
+
+    snippet = _readme_block("set_state_dict(paddle.load")
+    assert '"runs/mnist"' in snippet
+    res = _run_snippet(snippet.replace('"runs/mnist"', repr(str(PRETRAINED / "mnist"))), tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.split()) >= 8  # eight energies printed

@@ -299,7 +299,7 @@ class Interrupted(TrainingError):
     def __init__(self, signum: int, iteration: int, checkpoint: Path, run_dir: Path):
         name = signal.Signals(signum).name
         super().__init__(f"{name}: stopped after iteration {iteration}, checkpoint saved in "
-                         f"{checkpoint}; continue with --resume {run_dir}")
+                         f"{checkpoint}; continue with --resume {run_dir} (and --max-iters, as before)")
         self.signum, self.exit_code = signum, 128 + signum
 
 
