@@ -30,8 +30,8 @@ from ebm_vae.completion.masks import MaskSource, paste
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import frozen, langevin_step
 from ebm_vae.core.models import Encoder, _conv_attrs, conv_stack, conv_stack_size
-from ebm_vae.core.runs import (checkpoint_iteration, layer_states, load_layer_states, load_objects,
-                               read_checkpoint, save_checkpoint)
+from ebm_vae.core.runs import (checkpoint_iteration, layer_states, load_checkpoint_into,
+                               load_objects, save_checkpoint)
 from ebm_vae.core.teach import TeachStats, learn
 from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, fit,
                                 start_run)
@@ -350,9 +350,7 @@ def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = Non
     if checkpoint is None:
         iteration = load_objects(run_dir, models._asdict())
     else:  # a snapshot (snapshots/iter_*.ckpt) or a checkpoint folder
-        state = read_checkpoint(checkpoint, [] if Path(checkpoint).is_file() else models._asdict())
-        load_layer_states(models._asdict(), state["modules"], str(checkpoint))
-        iteration = int(state["iteration"])
+        iteration = load_checkpoint_into(checkpoint, models._asdict())
     for layer in models:
         layer.eval()
     return (cfg, models, iteration) if with_iteration else (cfg, models)

@@ -362,16 +362,23 @@ def checkpoint_iteration(run_dir: str | Path) -> Optional[int]:
         raise CheckpointError(f"{found / STATE_FILE} is corrupt: {err}") from err
 
 
+def load_checkpoint_into(found: str | Path, objects: dict[str, Any]) -> int:
+    """Load one checkpoint (a checkpoint folder, or an old-format file such as `last.ckpt`) into
+    `objects` (networks and optimisers), exactly; returns its iteration."""
+    found = Path(found)
+    state = read_checkpoint(found, [] if found.is_file() else objects)
+    label = (lambda n: f"{found.name}[{n}]") if found.is_file() else None
+    load_layer_states(objects, state["modules"], str(found), label)
+    return int(state["iteration"])
+
+
 def load_objects(run_dir: str | Path, objects: dict[str, Any]) -> int:
     """Load the newest checkpoint of a run into `objects` (networks and optimisers), exactly;
     returns its iteration."""
     found = latest_checkpoint(run_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}")
-    state = read_checkpoint(found, [] if found.is_file() else objects)
-    label = (lambda n: f"{found.name}[{n}]") if found.is_file() else None
-    load_layer_states(objects, state["modules"], str(found), label)
-    return int(state["iteration"])
+    return load_checkpoint_into(found, objects)
 
 
 def convert_legacy(run_dir: str | Path) -> Path:
@@ -446,12 +453,9 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     iteration: Optional[int] = 0
     if not untrained:
         layers = models._asdict()
-        if has_checkpoint(run_dir):
-            found = latest_checkpoint(run_dir)
-            state = read_checkpoint(found, [] if found.is_file() else NETWORKS)
-            label = (lambda n: f"{found.name}[{n}]") if found.is_file() else None
-            load_layer_states(layers, state["modules"], str(found), label)
-            iteration = int(state["iteration"])
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            iteration = load_checkpoint_into(found, layers)
         elif _bare_weights(run_dir):
             states = {n: _load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS}
             load_layer_states(layers, states, str(run_dir))
