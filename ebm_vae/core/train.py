@@ -22,7 +22,7 @@ import paddle
 
 from ebm_vae.core.config import Config, TrainConfig, dump_config
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, has_checkpoint, latest_checkpoint,
+from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, latest_checkpoint,
                                load_objects, snapshot_states, write_checkpoint)
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.data.datasets import load_split
@@ -265,8 +265,9 @@ def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise TrainingError(f"cannot resume: {run_dir / 'config.yaml'} not found")
         return
-    found = ([str(latest_checkpoint(run_dir).relative_to(run_dir))] if has_checkpoint(run_dir)
-             else []) + [f for f in RUN_FILES if (run_dir / f).exists()]
+    ckpt = latest_checkpoint(run_dir)
+    found = ([str(ckpt.relative_to(run_dir))] if ckpt is not None else []) + [
+        f for f in RUN_FILES if (run_dir / f).exists()]
     if found:
         raise TrainingError(f"{run_dir} already holds a run ({', '.join(found)}); nothing was "
                             f"overwritten. Use --resume {run_dir} to continue it, or --out for "
