@@ -288,8 +288,10 @@ def test_resume_refuses_a_set_that_changes_the_networks(key, value, mnist_root, 
     assert (out / "config.yaml").read_bytes() == config  # nothing was written
     assert sorted(p.name for p in latest_checkpoint(out).iterdir()) == ckpt
     assert checkpoint_iteration(out) == 2
+    capsys.readouterr()
     assert _train("--resume", str(out), "--max-iters", "3") == 0  # a plain resume still works
     assert checkpoint_iteration(out) == 3
+    assert "resuming from iteration 2" in capsys.readouterr().err  # the user sees where it went on
 
 
 def test_library_resume_with_other_networks_fails_before_writing(tiny_raw, tiny_images, tmp_path):

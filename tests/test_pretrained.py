@@ -40,10 +40,19 @@ def test_shipped_weights_load_and_sample_finite_images(name):
 def test_sample_tool_on_the_shipped_mnist_weights(tmp_path):
     out = tmp_path / "s.npz"
     assert sample_tool.main(["--ckpt", str(PRETRAINED / "mnist"), "--n", "4", "--steps", "2",
-                             "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
+                             "--batch-size", "4", "--out", str(out), "--no-progress",
+                             "--threads", "1"]) == 0
     images = np.load(out)["images"]
     assert images.shape == (4, 1, 28, 28) and np.isfinite(images).all()
     assert out.with_suffix(".png").is_file()
+
+
+def test_sample_tool_refuses_zero_threads_in_one_line(tmp_path, capsys):
+    assert sample_tool.main(["--ckpt", str(PRETRAINED / "mnist"), "--n", "4", "--threads", "0",
+                             "--out", str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "threads" in err and "\n" not in err
+    assert not (tmp_path / "s.npz").exists()
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -14,7 +14,7 @@ import yaml
 from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import LEGACY_CHECKPOINT, latest_checkpoint, save_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
-from ebm_vae.reproduce.plan import data_root, parse_data_roots, plan, run_state
+from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan, run_state
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
 from ebm_vae.reproduce.spec import (TABLES_DIR, find_tables, load_table, metric_names,
                                    table_from_dict)
@@ -372,3 +372,12 @@ def test_a_run_being_trained_by_another_process_is_waited_for(tmp_path):
         events.append("first done")
     t.join(5)
     assert events == ["first done", "second"]
+
+
+def test_a_rows_override_replaces_the_tables_value_for_the_same_key():
+    assert last_wins(["train.gamma=2.0", "seed=0", "train.gamma=1.0"]) == ["seed=0", "train.gamma=1.0"]
+    spec = load_table(TABLES_DIR / "table6_gamma.yaml")
+    runs = plan(spec, TABLES_DIR / "table6_gamma.yaml", "quick", Path("unused"))
+    for r in runs:
+        gammas = [o for o in r.overrides if o.startswith("train.gamma=")]
+        assert len(gammas) == 1 and float(gammas[0].split("=")[1]) == r.cfg.train.gamma

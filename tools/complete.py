@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_train_args(sub.add_parser("train", help="train the conditional model"))
+    add_train_args(sub.add_parser("train", help="train the conditional model"),
+                   example="experiments/facade_completion_64.yaml")
     ev = sub.add_parser("eval", help="PSNR/SSIM/L1 on the test split, with baselines")
     ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
     ev.add_argument("--checkpoint", metavar="FILE", help="evaluate this checkpoint of the run "

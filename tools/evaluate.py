@@ -31,7 +31,7 @@ from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_met
                                    prerequisites, real_sets, sample_file_sets,
                                    train_and_save_classifier, write_inception_stats)
 from ebm_vae.utils.atomic import write_text
-from ebm_vae.utils.runtime import set_device
+from ebm_vae.utils.runtime import configure_runtime
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON file (default RUN_DIR/eval[_<source>].json)")
     p.add_argument("--seed", type=int, help="seed for sampling (default: the config's seed)")
     p.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
+    p.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
+                   "else all cores; fewer is faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -115,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 def open_run(args: argparse.Namespace):
     """The run of --ckpt (or None); a folder that is not a run is a one-line error."""
     if not args.ckpt:
-        set_device(args.device or "cpu")
+        configure_runtime(args.device or "cpu", args.threads)
         return None
-    return load_run(args.ckpt, untrained=args.untrained, device=args.device)  # UserError if not a run
+    return load_run(args.ckpt, untrained=args.untrained, device=args.device,
+                    threads=args.threads)  # UserError if not a run
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the run's architecture at its initialisation (no checkpoint)")
     parser.add_argument("--seed", type=int, help="seed for z and Langevin noise (default: config seed)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
+    parser.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
+                        "else all cores; fewer is faster on a busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None and args.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {args.steps}")
         run_dir = Path(args.ckpt)
-        run = load_run(run_dir, untrained=args.untrained, device=args.device)
+        run = load_run(run_dir, untrained=args.untrained, device=args.device,
+                       threads=args.threads)
         seed_all(run.cfg.seed if args.seed is None else args.seed)
         steps = run.cfg.sample.steps if args.steps is None else args.steps
         if steps < 0:

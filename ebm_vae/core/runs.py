@@ -469,11 +469,12 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     return Run(cfg, models, iteration)
 
 
-def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None) -> Run:
-    """`open_run` after selecting `device` (default: the config's) and the CPU settings, as the
-    tools do."""
+def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,
+             threads: int | None = None) -> Run:
+    """`open_run` after selecting `device` (default: the config's) and the CPU settings
+    (`threads` math threads; default `runtime.default_threads()`), as the tools do."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
-    configure_runtime(device or load_config(run_dir / "config.yaml").device)
+    configure_runtime(device or load_config(run_dir / "config.yaml").device, threads)
     return open_run(run_dir, untrained)

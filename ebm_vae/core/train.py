@@ -390,6 +390,9 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             except CheckpointError as err:
                 raise TrainingError(f"cannot resume: {err}") from err
             saved = it
+            if main:
+                print(f"resuming from iteration {it} (checkpoint {found}); the run stops at "
+                      f"iteration {total}", file=sys.stderr)
         elif main:
             _warn(f"{run_dir} has no checkpoint yet: starting again from iteration 0")
         if main and config is not None:

@@ -104,13 +104,25 @@ def plan(spec: TableSpec, table_path: Path, scale_name: str, runs_root: Path,
                       [*seed, *extra]) for run in rows for seed in seeds]
 
 
+def last_wins(overrides: list[str]) -> list[str]:
+    """The overrides with each key kept once, at its last setting (the one `load_raw` would
+    apply last), so a row's value replaces the table's instead of following it."""
+    seen, out = set(), []
+    for o in reversed(overrides):
+        key = o.split("=", 1)[0].strip()
+        if key not in seen:
+            seen.add(key)
+            out.append(o)
+    return out[::-1]
+
+
 def _plan_run(spec: TableSpec, run: RunSpec, table_path: Path, scale: ScaleSpec, scale_name: str,
               runs_root: Path, roots: dict[str, str] | None, folder: Optional[str],
               extra: list[str]) -> PlannedRun:
     build = completion_config_from_dict if spec.task == "completion" else config_from_dict
     here = table_path.parent
     config_path = Path(os.path.normpath(here / (run.config or scale.config or spec.config)))
-    overrides = [*spec.set, *scale.set, *run.set, *extra]
+    overrides = last_wins([*spec.set, *scale.set, *run.set, *extra])
     raw = load_raw(config_path, overrides)
     name = raw.get("data", {}).get("name") if isinstance(raw.get("data"), dict) else None
     root = data_root(name, roots or {}, folder) if name else None

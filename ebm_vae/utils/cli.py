@@ -8,9 +8,10 @@ from typing import Any, Callable, Optional
 from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
 
 
-def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """The training CLI contract shared by tools/train.py and tools/complete.py."""
-    parser.add_argument("-c", "--config", help="experiment YAML file (e.g. experiments/mnist.yaml); "
+def add_train_args(parser: argparse.ArgumentParser, example: str = "experiments/mnist_cpu.yaml") -> None:
+    """The training CLI contract shared by tools/train.py and tools/complete.py; `example`: the
+    experiment file named in the help."""
+    parser.add_argument("-c", "--config", help=f"experiment YAML file (e.g. {example}); "
                         "not needed with --resume, which reads the run's saved config.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.gamma=2 (repeatable; "
