@@ -11,7 +11,7 @@ from PIL import Image
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill
 from ebm_vae.completion.config import completion_config_from_dict, load_completion_config
-from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity
+from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity, paired_difference
 from ebm_vae.completion.masks import (MaskError, MaskSource, center_masks, load_mask,
                                       random_square_masks, resize_mask)
 from ebm_vae.completion.model import (FillError, build_conditional_models, complete, complete_k,
@@ -405,6 +405,20 @@ def test_hole_diversity_known_answers():
         hole_diversity(fills[:1], masks)
 
 
+def test_paired_difference_known_answers():
+    ours = {"psnr_hole": np.array([20.0, 18.0, 16.0]), "ssim_hole": np.array([0.5, 0.4, 0.3]),
+            "l1_hole": np.array([0.1, 0.3, 0.2])}
+    other = {"psnr_hole": np.array([19.0, 19.0, 13.0]), "ssim_hole": np.array([0.5, 0.3, 0.2]),
+             "l1_hole": np.array([0.2, 0.2, 0.2])}
+    d = paired_difference(ours, other)
+    assert d["psnr_hole"]["mean_diff"] == pytest.approx(1.0)  # (1 - 1 + 3) / 3
+    assert d["psnr_hole"]["std_err"] == pytest.approx(np.std([1, -1, 3], ddof=1) / np.sqrt(3))
+    assert d["psnr_hole"]["ours_better"] == pytest.approx(2 / 3)
+    assert d["ssim_hole"]["ours_better"] == pytest.approx(2 / 3)  # a tie is not better
+    assert d["l1_hole"]["ours_better"] == pytest.approx(1 / 3)  # lower L1 is better
+    assert d["l1_hole"]["mean_diff"] == pytest.approx(0.0, abs=1e-12)
+
+
 # ---- training, eval and fill end to end ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -476,6 +490,11 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
             np.testing.assert_allclose(got[key]["mean"], values.mean(), rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(report["diversity_l1_hole"]["revised"]["mean"],
                                hole_diversity(fills, masks).mean(), rtol=1e-5)
+    paired = paired_difference(completion_metrics(fills[0], images, masks),
+                               completion_metrics(want[HARMONIC], images, masks))
+    for key, entry in report["paired_vs_harmonic"].items():
+        np.testing.assert_allclose(entry["mean_diff"], paired[key]["mean_diff"], rtol=1e-5, atol=1e-9)
+        assert entry["ours_better"] == paired[key]["ours_better"]
     pic = Image.open(tmp_path / "completions.png")  # input, proposal, 3 fills, harmonic, mean, truth
     assert pic.size[0] > 8 * 2 * SIZE
 

@@ -52,6 +52,10 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"{name:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
               f"{m['l1_hole']['mean']:8.4f} {m['psnr_image']['mean']:9.2f} "
               f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f}")
+    pairs = report["paired_vs_harmonic"]
+    print("ours - harmonic, paired over the images (mean ± standard error; images where ours is "
+          "better): " + "; ".join(f"{k} {v['mean_diff']:+.4f} ± {v['std_err']:.4f} ({v['ours_better']:.0%})"
+                                  for k, v in pairs.items()))
     if "diversity_l1_hole" in report:
         d = report["diversity_l1_hole"]
         print(f"diversity (mean pairwise L1 of the K fills in the hole, [0,1] units): revised "
