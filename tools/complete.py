@@ -41,7 +41,7 @@ def _eval(args: argparse.Namespace) -> None:
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
-                      args.split)
+                      args.split, args.threads)
     mask = report["mask"]
     print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
@@ -65,7 +65,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _fill(args: argparse.Namespace) -> None:
     fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps,
-              args.samples)
+              args.samples, args.threads)
     out = Path(args.out)
     print(f"written {out}" if args.samples == 1 else
           f"written {out.stem}_1..{args.samples}.png and {out.stem}_grid.png in {out.parent}")
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--steps", type=int, help="Langevin steps (default: the run's sample.steps)")
         p.add_argument("--samples", type=int, default=1, metavar="K", help="K fills per hole, "
                        "each with its own z and Langevin chain (eval: grid and diversity)")
+        p.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
+                       "else all cores; fewer is faster on a busy machine)")
     cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")

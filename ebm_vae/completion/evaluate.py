@@ -105,7 +105,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
              uncond_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
              steps: int | None = None, samples: int = 1, mask_kind: str | None = None,
              mask_size: int | None = None, checkpoint: str | Path | None = None,
-             split: str = "test") -> dict:
+             split: str = "test", threads: int | None = None) -> dict:
     """Fill the test split's holes (one seeded hole per image: the run's mask config unless
     `mask_kind` / `mask_size`) `samples` times each (own z and Langevin noise), with the model's
     proposal, its revised fill and the baselines; write metrics.json and completions.png.
@@ -115,7 +115,8 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     if samples < 1:
         raise FillError(f"--samples must be >= 1, got {samples}")
     run_dir = Path(run_dir)
-    cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True)
+    cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True,
+                                                 threads=threads)
     size = cfg.model.image_size
     images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, split, size,
                                         cfg.data.resize)[:limit])
@@ -173,7 +174,8 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path,
               out_path: str | Path, resize: bool = False, seed: int = 0,
-              steps: int | None = None, samples: int = 1) -> np.ndarray:
+              steps: int | None = None, samples: int = 1, threads: int | None = None
+              ) -> np.ndarray:
     """Complete one picture (mask: white = hole, same size) `samples` times and save the PNGs:
     `out_path` for one fill; for K >= 2, OUT_1.png ... OUT_K.png and OUT_grid.png (input with
     the hole white, then the K fills). Pictures of another size than the model's need `resize`:
@@ -181,7 +183,7 @@ def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path
     resolution. Returns the fills, [K, 1, C, H, W]."""
     if samples < 1:
         raise FillError(f"--samples must be >= 1, got {samples}")
-    cfg, models = load_completion_run(run_dir)
+    cfg, models = load_completion_run(run_dir, threads=threads)
     image = read_image(image_path)
     h, w = image.shape[2:]
     mask = load_mask(mask_path, size=(h, w))

@@ -337,15 +337,16 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
 
 
 def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = None,
-                        with_iteration: bool = False):
+                        with_iteration: bool = False, threads: int | None = None):
     """The config and trained networks (in eval mode) of a tools/complete.py train run;
     `checkpoint`: another checkpoint file than the run's last one (e.g. snapshots/iter_*.ckpt).
-    `with_iteration`: also return the checkpoint's iteration (None if it has none)."""
+    `with_iteration`: also return the checkpoint's iteration (None if it has none). `threads`:
+    CPU math threads (default `runtime.default_threads()`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FillError(f"{run_dir} is not a run folder (no config.yaml)")
     cfg = load_completion_config(run_dir / "config.yaml")
-    configure_runtime(cfg.device)
+    configure_runtime(cfg.device, threads)
     models = build_conditional_models(cfg.model)
     if checkpoint is None:
         iteration = load_objects(run_dir, models._asdict())
