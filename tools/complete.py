@@ -25,7 +25,7 @@ from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.errors import UserError
-from ebm_vae.utils.cli import add_train_args, resolve
+from ebm_vae.utils.cli import add_threads_arg, add_train_args, resolve
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--steps", type=int, help="Langevin steps (default: the run's sample.steps)")
         p.add_argument("--samples", type=int, default=1, metavar="K", help="K fills per hole, "
                        "each with its own z and Langevin chain (eval: grid and diversity)")
-        p.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
-                       "else all cores; fewer is faster on a busy machine)")
+        add_threads_arg(p)
     cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")

@@ -31,6 +31,7 @@ from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_met
                                    prerequisites, real_sets, sample_file_sets,
                                    train_and_save_classifier, write_inception_stats)
 from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.cli import add_threads_arg
 from ebm_vae.utils.runtime import configure_runtime
 
 
@@ -70,8 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON file (default RUN_DIR/eval[_<source>].json)")
     p.add_argument("--seed", type=int, help="seed for sampling (default: the config's seed)")
     p.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
-    p.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
-                   "else all cores; fewer is faster on a busy machine)")
+    add_threads_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 

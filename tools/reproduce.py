@@ -22,6 +22,7 @@ from ebm_vae.errors import UserError
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
 from ebm_vae.reproduce.spec import find_tables, load_table, metric_names
+from ebm_vae.utils.cli import add_threads_arg
 from ebm_vae.utils.runtime import configure_runtime
 
 
@@ -48,8 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "else $EBM_VAE_INCEPTION")
     p.add_argument("--device", choices=["cpu", "gpu"], help="device (default: gpu at the paper "
                    "scale, cpu at the quick scale)")
-    p.add_argument("--threads", type=int, help="CPU math threads (default $EBM_VAE_THREADS, else all "
-                   "cores; fewer is faster on a busy machine)")
+    add_threads_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 

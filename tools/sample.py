@@ -21,6 +21,7 @@ from ebm_vae.core.runs import load_run
 from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import atomic_write
+from ebm_vae.utils.cli import add_threads_arg
 from ebm_vae.utils.images import save_grids
 from ebm_vae.utils.runtime import seed_all
 
@@ -54,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the run's architecture at its initialisation (no checkpoint)")
     parser.add_argument("--seed", type=int, help="seed for z and Langevin noise (default: config seed)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
-    parser.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
-                        "else all cores; fewer is faster on a busy machine)")
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 

@@ -6,7 +6,6 @@ Every file written here goes through ebm_vae.utils.atomic.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from itertools import combinations
@@ -23,8 +22,8 @@ from ebm_vae.completion.model import (FillError, complete_k, ebm_mean_fill, eval
 from ebm_vae.core.runs import load_run
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import completion_metrics
-from ebm_vae.utils.atomic import write_bytes, write_text
-from ebm_vae.utils.images import _panel, grid, to_uint8
+from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.images import grid, save_plots, save_png, to_uint8
 from ebm_vae.utils.runtime import seed_all
 
 GRID_ROWS = 8
@@ -64,12 +63,6 @@ def paired_difference(ours: dict[str, np.ndarray], other: dict[str, np.ndarray])
     return out
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def save_labelled_grid(path: str | Path, columns: list[tuple[str, np.ndarray]], rows: int,
                        scale: int = 2) -> None:
     """One row per image, one titled column per method ([N, C, H, W] in [-1, 1] each)."""
@@ -84,7 +77,7 @@ def save_labelled_grid(path: str | Path, columns: list[tuple[str, np.ndarray]], 
     font = ImageFont.load_default()
     for i, (title, _) in enumerate(columns):
         draw.text((int(i * cell) + 4, 2), title[:int(cell // 6)], fill="black", font=font)
-    write_bytes(path, _png(canvas))
+    save_png(canvas, path)
 
 
 def _training_time(run_dir: Path, iteration: int) -> Optional[float]:
@@ -203,11 +196,11 @@ def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path
                      for f in filled])
     out_path = Path(out_path)
     if samples == 1:
-        write_bytes(out_path, _png(Image.fromarray(to_uint8(outs[0])[0])))
+        save_png(Image.fromarray(to_uint8(outs[0])[0]), out_path)
     else:
         for i, o in enumerate(outs):
-            write_bytes(out_path.with_name(f"{out_path.stem}_{i + 1}.png"),
-                        _png(Image.fromarray(to_uint8(o)[0])))
+            save_png(Image.fromarray(to_uint8(o)[0]),
+                     out_path.with_name(f"{out_path.stem}_{i + 1}.png"))
         save_labelled_grid(out_path.with_name(f"{out_path.stem}_grid.png"),
                            [("input", image * (1 - mask) + mask)]
                            + [(f"fill {i + 1}", o) for i, o in enumerate(outs)], 1, scale=1)
@@ -236,12 +229,9 @@ def plot_curve(run_dir: str | Path, out_path: str | Path, width: int = 640,
              "minutes": [minutes[i] for i, _ in keep]}
     for _, key in names:
         curve[key] = [float(r[key]) for _, r in keep]
-    img = Image.new("RGB", (width, 2 * height + 14), "white")
-    draw = ImageDraw.Draw(img)
-    for p, (axis, label) in enumerate((("iteration", "iterations"),
-                                       ("minutes", "training minutes (sum of step times)"))):
-        series = {name: (curve[axis], curve[key]) for name, key in names}
-        _panel(draw, (0, p * height, width, (p + 1) * height),
-               f"test hole PSNR (dB) vs {label}", series)
-    write_bytes(out_path, _png(img))
+    panels = [(f"test hole PSNR (dB) vs {label}",
+               {name: (curve[axis], curve[key]) for name, key in names})
+              for axis, label in (("iteration", "iterations"),
+                                  ("minutes", "training minutes (sum of step times)"))]
+    save_plots(out_path, panels, xlabel="", width=width, height=height)
     return curve

@@ -8,6 +8,12 @@ from typing import Any, Callable, Optional
 from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
 
 
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """--threads, as every tool takes it (see ebm_vae.utils.runtime.configure_cpu)."""
+    parser.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
+                        "else all cores; fewer is faster on a busy machine)")
+
+
 def add_train_args(parser: argparse.ArgumentParser, example: str = "experiments/mnist_cpu.yaml") -> None:
     """The training CLI contract shared by tools/train.py and tools/complete.py; `example`: the
     experiment file named in the help."""
@@ -24,8 +30,7 @@ def add_train_args(parser: argparse.ArgumentParser, example: str = "experiments/
                         help="continue the run in DIR (or in --out) from its last checkpoint")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
     parser.add_argument("--seed", type=int, help="override the config's seed")
-    parser.add_argument("--threads", type=int, help="CPU math threads (default: $EBM_VAE_THREADS, "
-                        "else all cores; fewer is faster on a busy machine)")
+    add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -49,10 +49,11 @@ def save_grids(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], nrow:
         canvas.paste(Image.fromarray(tile), (x, head))
         draw.text((x + 2, 3), title, fill="black", font=ImageFont.load_default())
         x += tile.shape[1] + gap
-    _save(canvas, path)
+    save_png(canvas, path)
 
 
-def _save(img: Image.Image, path: str | Path) -> None:
+def save_png(img: Image.Image, path: str | Path) -> None:
+    """Write a PIL image as PNG, atomically."""
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     write_bytes(path, buf.getvalue())
@@ -236,4 +237,4 @@ def save_plots(path: str | Path, panels: Sequence[tuple[str, dict]], xlabel: str
     font = ImageFont.load_default()
     draw.text(((width - draw.textlength(xlabel, font=font)) / 2, height * len(panels)), xlabel,
               fill="black", font=font)
-    _save(img, path)
+    save_png(img, path)
