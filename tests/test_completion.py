@@ -21,6 +21,7 @@ from ebm_vae.core.config import ConfigError, LangevinConfig
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
+from ebm_vae.utils.provenance import code_version
 from tools import complete as complete_tool
 
 SIZE = 16
@@ -476,6 +477,7 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
     from ebm_vae.core.runs import checkpoint_iteration
     assert report["images"] == 3 and report["samples"] == 3
     assert report["iteration"] == checkpoint_iteration(run)
+    assert report["code"] == code_version()  # which code made the numbers
     assert set(report["methods"]) == {OURS, PROPOSAL, MEAN_OF_K, HARMONIC, MEAN}
     cfg, models = load_completion_run(run)
     images = to_float(load_folder_split("cmp_facade", str(root), "test", SIZE, "stretch"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -18,6 +19,7 @@ from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan,
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
 from ebm_vae.reproduce.spec import (TABLES_DIR, find_tables, load_table, metric_names,
                                    table_from_dict)
+from ebm_vae.utils.provenance import code_version, short
 from tests.conftest import TINY
 
 TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))
@@ -148,6 +150,12 @@ def test_report_markdown_and_csv():
     assert "| gamma=1 | train.gamma=1.0 | 0 | 3 | 0.5 | 1.5 | 4 | mnist, 120 iterations |" in lines
     table = list(csv.DictReader(io.StringIO(render_csv(["cls_is"], _rows()))))
     assert table[0]["cls_is.revised"] == "3.5" and table[0]["paper"] == "" and table[1]["paper"] == "4.0"
+    assert table[0]["trained_with"] == "not recorded"
+    assert "Made by" not in md
+    rows = [dataclasses.replace(r, trained_with=c) for r, c in zip(_rows(), ["abc1234", "def5678"])]
+    made = render_markdown(spec, "quick", ["cls_is"], rows, made_by="`reproduce.py --table 9`")
+    assert ("Made by `reproduce.py --table 9`. Runs trained with commit abc1234 (1 run); def5678 "
+            "(1 run); evaluated with commit not recorded (2 runs)") in made
     assert table[1]["x"] == "1.0" and table[1]["seed"] == "0"
 
 
@@ -242,6 +250,10 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
     assert [r["run"] for r in rows] == ["gamma=1.0", "gamma=2.0"]
     assert all(float(r["recon.psnr_revised"]) > 0 and "2 iterations, 4 test images" in r["protocol"] for r in rows)
     assert set(roots) == {str(data)}  # --data-root reached the data loading
+    code = short(code_version())  # the commits that trained and evaluated each run
+    assert all(r["trained_with"] == code and r["evaluated_with"] == code for r in rows)
+    md = (tmp_path / "results" / "tablet.md").read_text()
+    assert f"report written by commit {code}. Runs trained with commit {code} (2 runs)" in md
     planned = plan(load_table(path), path, "quick", tmp_path / "runs", {"mnist": str(data)})
     run_dirs = [r.run_dir for r in planned]
     assert [run_state(d, 2) for d in run_dirs] == [("done", 2), ("done", 2)]

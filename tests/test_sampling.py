@@ -22,6 +22,7 @@ from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, wi
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
 from ebm_vae.eval.evaluate import training_evaluation
+from ebm_vae.utils.provenance import code_version, command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -165,6 +166,8 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert res["cls_fid"]["protocol"]["num_samples"] == 12
     assert res["cls_fid"]["protocol"]["langevin_steps"] == 1
     assert res["cls_fid"]["protocol"]["reference"] == "train"
+    assert res["cls_fid"]["protocol"]["code"] == code_version()  # which code made the number
+    assert res["cls_fid"]["protocol"]["command"] == command_line()
     assert {"proposals", "revised"} <= set(res["cls_fid"]) and "NOT comparable" in res["cls_fid"]["note"]
     assert res["recon"]["z"] == "mu" and res["recon"]["num_images"] == 24
     assert res["recon"]["decoded"]["psnr_db"] > 0 and (mnist_run / "reconstruction.png").is_file()

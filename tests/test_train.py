@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 from PIL import Image
 
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import checkpoint_iteration, latest_checkpoint, read_checkpoint
 from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.utils.provenance import code_version, read_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +70,9 @@ def test_resume_gives_the_uninterrupted_result(tiny_raw, tiny_images, tmp_path):
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
     full_rows = list(csv.DictReader(open(tmp_path / "full" / "log.csv")))
     assert [r["loss_ebm"] for r in rows] == [r["loss_ebm"] for r in full_rows]
+    starts = read_provenance(tmp_path / "cut")  # one entry per start: fresh, then the resume
+    assert [e["resumed_from"] for e in starts] == [None, 2]
+    assert all(e["code"] == code_version() and e["paddle"] == paddle.__version__ for e in starts)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tiny_raw, tiny_images, tmp_path):

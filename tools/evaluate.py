@@ -31,6 +31,7 @@ from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_met
                                    prerequisites, real_sets, sample_file_sets,
                                    train_and_save_classifier, write_inception_stats)
 from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.cli import add_threads_arg
 from ebm_vae.utils.runtime import configure_runtime
 
@@ -99,7 +100,7 @@ def print_table(results: dict) -> None:
             "grid", "z", "num_images"}
     for metric, entry in results.items():
         cells = "  ".join(f"{k}: {fmt(v)}" for k, v in entry.items() if k not in skip)
-        proto = " ".join(f"{k}={v}" for k, v in entry["protocol"].items())
+        proto = " ".join(f"{k}={v}" for k, v in entry["protocol"].items() if k != "command")
         print(f"{metric:8s} {cells}\n         [{proto}]")
         if "note" in entry:
             print(f"         ({entry['note']})")
@@ -178,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(loaded, metrics, prereq, images=images, source=source, n=args.n,
                        steps=args.steps, batch_size=args.batch_size, seed=seed, z=args.z, grid=grid,
                        run_dir=args.ckpt, progress=progress)
+    for entry in results.values():  # which code and command produced each number
+        entry["protocol"].update(code=code_version(), command=command_line())
     out = Path(args.out) if args.out else default_json(args, source)
     write_json(out, results)
     print_table(results)

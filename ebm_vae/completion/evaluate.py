@@ -23,6 +23,7 @@ from ebm_vae.core.runs import load_run
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import completion_metrics
 from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.images import grid, save_plots, save_png, to_uint8
 from ebm_vae.utils.runtime import seed_all
 
@@ -137,6 +138,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     results = {name: _summary(m) for name, m in per_image.items()}
     train_s = _training_time(run_dir, iteration) if iteration is not None else None
     report = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else "last",
+              "code": code_version(), "command": command_line(),
               "iteration": iteration, "training_seconds": train_s, "split": split,
               "images": len(images), "seed": seed, "langevin_steps": steps, "samples": samples,
               "mask": {"kind": mask_kind or cfg.mask.kind, "size": mask_size or cfg.mask.size,

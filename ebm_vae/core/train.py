@@ -32,6 +32,7 @@ from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.parallel import (average_batch_norm, check_shards, data_parallel, init_world,
                                     mean_over_workers, mean_values, seed_worker, shard, world)
 from ebm_vae.utils.progress import Progress
+from ebm_vae.utils.provenance import record_start
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
 GRID_IMAGES = 64
@@ -397,6 +398,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
             _warn(f"{run_dir} has no checkpoint yet: starting again from iteration 0")
         if main and config is not None:
             dump_config(config, run_dir / "config.yaml")
+    if main:
+        record_start(run_dir, it if resume else None)
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None) if main else None
     bar = Progress(total, desc=run_dir.name, enabled=progress and main)
     lrs: dict[str, float] = {}

@@ -21,6 +21,7 @@ from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
 from ebm_vae.reproduce.report import Row, setting, write_report
 from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_names
 from ebm_vae.utils.atomic import write_text
+from ebm_vae.utils.provenance import code_version, command_line, run_code, short
 
 EVAL_CACHE = "table_eval.json"
 
@@ -84,8 +85,9 @@ def evaluate_run(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteratio
     cache = _read_cache(run.run_dir)
     missing = [m for m in metrics if key(m) not in cache]
     if missing:
+        code = code_version()
         for m, values in _measure(run, missing, scale, prereq, progress).items():
-            cache[key(m)] = values
+            cache[key(m)] = {**values, "code": code}
         write_text(run.run_dir / EVAL_CACHE, json.dumps(cache, indent=2) + "\n")
     return {m: cache[key(m)] for m in metrics}
 
@@ -151,6 +153,7 @@ def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: P
     metrics = metric_names(spec, scale)
     prereq = prerequisites_by_dataset(metrics, runs, scale, runs_root / "classifiers", inception,
                                       progress)
+    made_by = f"`{command_line()}`, report written by commit {short(code_version())}"
     rows = []
     for k, run in enumerate(runs, 1):
         print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}' seed {run.seed}: "
@@ -158,6 +161,14 @@ def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: P
         it = train_run(run, threads, progress)
         values = evaluate_run(run, metrics, scale, it, prereq, progress)
         rows.append(Row(run.spec.label, setting(run.spec), values, run.spec.paper,
-                        protocol(run, metrics[0], scale, it), run.spec.group, run.spec.x, run.seed))
-        write_report(spec, scale_name, metrics, rows, results_dir)  # partial tables along the way
-    return write_report(spec, scale_name, metrics, rows, results_dir)
+                        protocol(run, metrics[0], scale, it), run.spec.group, run.spec.x, run.seed,
+                        trained_with=run_code(run.run_dir),
+                        evaluated_with=_eval_code(values)))
+        write_report(spec, scale_name, metrics, rows, results_dir, made_by)  # partial tables
+    return write_report(spec, scale_name, metrics, rows, results_dir, made_by)
+
+
+def _eval_code(values: dict[str, dict]) -> str:
+    """The commits that computed a run's cached values; 'not recorded' for older caches."""
+    codes = dict.fromkeys(short(str(v.get("code", "not recorded"))) for v in values.values())
+    return ", ".join(codes)

@@ -43,6 +43,8 @@ class Row:
     group: Optional[str] = None
     x: Optional[float] = None
     seed: Optional[int] = None
+    trained_with: str = "not recorded"  # commits (utils.provenance.run_code)
+    evaluated_with: str = "not recorded"
 
 
 def by_label(rows: list[Row]) -> list[list[Row]]:
@@ -96,13 +98,26 @@ def _cell(rows: list[Row], metric: str, key: str) -> str:
     return f"{mean:.4g} ± {std:.2g}"
 
 
-def render_markdown(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row]) -> str:
+def _commits(rows: list[Row], field: str) -> str:
+    """'a1b2c3d (12 runs)'-style summary of one provenance field over the runs."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[getattr(r, field)] = counts.get(getattr(r, field), 0) + 1
+    return "; ".join(f"{c} ({n} run{'s' * (n != 1)})" for c, n in counts.items())
+
+
+def render_markdown(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row],
+                    made_by: str = "") -> str:
     """One line per table row; over several seeds a value is mean ± sample std over the seeds."""
     cols = [(m, k, h) for m in metrics for k, h in COLUMNS[m]]
     head = ["run", "setting", "seeds", *[h for _, _, h in cols], f"paper ({spec.metric})", "protocol"]
     notes = " ".join(METRIC_NOTES[m] for m in metrics)
     lines = [f"# Table {spec.id}: {spec.title}", "",
              f"Scale `{scale_name}`; metrics {', '.join(f'`{m}`' for m in metrics)}. {notes}", ""]
+    if made_by:
+        lines += [f"Made by {made_by}. Runs trained with commit {_commits(rows, 'trained_with')}; "
+                  f"evaluated with commit {_commits(rows, 'evaluated_with')} (per run in the .csv).",
+                  ""]
     if any(len(g) > 1 for g in by_label(rows)):
         lines += ["With several seeds a value is the mean ± the sample standard deviation over "
                   "the seeds; the .csv file has every seed's value.", ""]
@@ -124,12 +139,13 @@ def render_csv(metrics: list[str], rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "seed", "group", "x", "setting", *[f"{m}.{k}" for m, k in keys], "paper",
-                "protocol"])
+                "protocol", "trained_with", "evaluated_with"])
     for r in rows:
         w.writerow([r.label, "" if r.seed is None else r.seed, r.group or "",
                     "" if r.x is None else r.x, r.setting,
                     *[r.values.get(m, {}).get(k, "") for m, k in keys],
-                    "" if r.paper is None else r.paper, r.protocol])
+                    "" if r.paper is None else r.paper, r.protocol, r.trained_with,
+                    r.evaluated_with])
     return buf.getvalue()
 
 
@@ -159,11 +175,11 @@ def plot_panels(metrics: list[str], rows: list[Row]) -> list[tuple[str, dict]]:
 
 
 def write_report(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row],
-                 out_dir: Path) -> list[Path]:
+                 out_dir: Path, made_by: str = "") -> list[Path]:
     """results/table<id>.md and .csv, and table<id>.png for sweeps; returns the paths written."""
     stem = out_dir / f"table{spec.id}"
     written = []
-    for suffix, text in ((".md", render_markdown(spec, scale_name, metrics, rows)),
+    for suffix, text in ((".md", render_markdown(spec, scale_name, metrics, rows, made_by)),
                          (".csv", render_csv(metrics, rows))):
         path = stem.with_suffix(suffix)
         write_text(path, text)
