@@ -401,7 +401,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     if main:
         record_start(run_dir, it if resume else None)
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None) if main else None
-    bar = Progress(total, desc=run_dir.name, enabled=progress and main)
+    bar = Progress(total, desc=run_dir.name, enabled=progress and main, initial=it)
     lrs: dict[str, float] = {}
     epoch = -1
     stop = _StopSignals(enabled=world().size == 1)

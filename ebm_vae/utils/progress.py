@@ -7,25 +7,24 @@ from typing import TextIO
 
 
 class Progress:
-    """`update(done, **fields)` redraws at most every `interval` seconds."""
+    """`update(done, **fields)` redraws at most every `interval` seconds. The rate is timed from
+    construction, when `initial` items were done (a resumed run's iteration)."""
 
     def __init__(self, total: int, desc: str = "", stream: TextIO = sys.stderr,
-                 interval: float = 0.5, enabled: bool = True):
+                 interval: float = 0.5, enabled: bool = True, initial: int = 0):
         self.total, self.desc, self.stream = total, desc, stream
         self.interval, self.enabled = interval, enabled
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.start = time.time()
         self.last = 0.0
-        self.first_done: int | None = None
+        self.initial = initial
 
     def update(self, done: int, force: bool = False, **fields: object) -> None:
         now = time.time()
-        if self.first_done is None:
-            self.first_done, self.start = done, now
         if not self.enabled or (not force and now - self.last < (self.interval if self.tty else 30)):
             return
         self.last = now
-        rate = (now - self.start) / max(done - self.first_done, 1)
+        rate = (now - self.start) / max(done - self.initial, 1)
         frac = done / max(self.total, 1)
         bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
         eta = rate * (self.total - done)
