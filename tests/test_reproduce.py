@@ -244,6 +244,12 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
     path.write_text(yaml.safe_dump(table))
     args = dict(scale_name="quick", runs_root=tmp_path / "runs", results_dir=tmp_path / "results",
                 roots={"mnist": str(data)}, folder=None, threads=1, progress=False)
+    reproduce(path, **args, report_only=True)  # nothing trained yet: an empty, marked report
+    md = (tmp_path / "results" / "tablet.md").read_text()
+    assert ("**Incomplete: 2 runs not in this report yet**: gamma=1.0 seed 3 (not started); "
+            "gamma=2.0 seed 3 (not started).") in md and "| gamma=" not in md
+    assert "Runs trained with" not in md
+    assert not (tmp_path / "runs" / "quick").exists() or not any((tmp_path / "runs" / "quick").iterdir())
     written = reproduce(path, **args)
     assert sorted(p.name for p in written) == ["tablet.csv", "tablet.md", "tablet.png"]
     rows = list(csv.DictReader(open(tmp_path / "results" / "tablet.csv")))
@@ -260,8 +266,16 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
     ckpt_times = [(latest_checkpoint(d) / "state.json").stat().st_mtime_ns for d in run_dirs]
     reproduce(path, **args)  # everything reused: no training
     assert [(latest_checkpoint(d) / "state.json").stat().st_mtime_ns for d in run_dirs] == ckpt_times
+    full = (tmp_path / "results" / "tablet.csv").read_text()
+    reproduce(path, **args, report_only=True)  # from the cache: the same report
+    assert (tmp_path / "results" / "tablet.csv").read_text() == full
+    assert "Incomplete" not in (tmp_path / "results" / "tablet.md").read_text()
     table["scales"]["quick"]["max_iters"] = 3  # a longer target resumes the same folders
     path.write_text(yaml.safe_dump(table))
+    reproduce(path, **args, report_only=True)
+    assert "gamma=1.0 seed 3 (at iteration 2 of 3); gamma=2.0 seed 3 (at iteration 2 of 3)" in (
+        tmp_path / "results" / "tablet.md").read_text()
+    assert [run_state(d, 3) for d in run_dirs] == [("resume", 2), ("resume", 2)]  # untouched
     reproduce(path, **args)
     assert [run_state(d, 3) for d in run_dirs] == [("done", 3), ("done", 3)]
     rows = list(csv.DictReader(open(tmp_path / "results" / "tablet.csv")))

@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "else $EBM_VAE_INCEPTION")
     p.add_argument("--device", choices=["cpu", "gpu"], help="device (default: gpu at the paper "
                    "scale, cpu at the quick scale)")
+    p.add_argument("--report-only", action="store_true", help="train and evaluate nothing: "
+                   "write the report from the runs already finished and evaluated, and list the "
+                   "missing ones in it (e.g. while other processes are still training)")
     add_threads_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_runtime(device, args.threads)  # before any Paddle computation
         for path in paths:
             written = reproduce(path, args.scale, Path(args.runs), Path(args.results), roots, folder,
-                                args.threads, args.inception, extra, not args.no_progress)
+                                args.threads, args.inception, extra, not args.no_progress,
+                                args.report_only)
             print("wrote " + ", ".join(map(str, written)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -76,20 +76,31 @@ def _read_cache(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def cache_key(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> str:
+    """The protocol an evaluation is cached under in <run>/table_eval.json."""
+    return f"{metric}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
+
+
+def cached_values(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int
+                  ) -> Optional[dict[str, dict[str, float]]]:
+    """{metric: its columns} if every metric is cached for this protocol, else None."""
+    cache = _read_cache(run.run_dir)
+    keys = {m: cache_key(run, m, scale, iteration) for m in metrics}
+    return {m: cache[k] for m, k in keys.items()} if all(k in cache for k in keys.values()) else None
+
+
 def evaluate_run(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int,
                  prereq: dict[str, Prerequisites], progress: bool = True
                  ) -> dict[str, dict[str, float]]:
     """{metric: its columns} for one trained run, each cached in the run folder by protocol."""
-    def key(m: str) -> str:
-        return f"{m}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
     cache = _read_cache(run.run_dir)
-    missing = [m for m in metrics if key(m) not in cache]
+    missing = [m for m in metrics if cache_key(run, m, scale, iteration) not in cache]
     if missing:
         code = code_version()
         for m, values in _measure(run, missing, scale, prereq, progress).items():
-            cache[key(m)] = {**values, "code": code}
+            cache[cache_key(run, m, scale, iteration)] = {**values, "code": code}
         write_text(run.run_dir / EVAL_CACHE, json.dumps(cache, indent=2) + "\n")
-    return {m: cache[key(m)] for m in metrics}
+    return cached_values(run, metrics, scale, iteration)
 
 
 def table_values(metric: str, entry: dict) -> dict[str, float]:
@@ -143,29 +154,43 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
 
 def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: Path,
               roots: dict[str, str], folder: Optional[str], threads: Optional[int] = None,
-              inception: Optional[str] = None, extra: list[str] = (), progress: bool = True
-              ) -> list[Path]:
-    """Train what is missing, evaluate every run, write the report. Call
-    `runtime.configure_runtime` first."""
+              inception: Optional[str] = None, extra: list[str] = (), progress: bool = True,
+              report_only: bool = False) -> list[Path]:
+    """Train what is missing, evaluate every run, write the report; with `report_only`, train
+    and evaluate nothing: report the finished, evaluated runs and list the others as missing.
+    Call `runtime.configure_runtime` first."""
     spec = load_table(table_path)
     scale: ScaleSpec = getattr(spec.scales, scale_name)
     runs = plan(spec, table_path, scale_name, runs_root, roots, folder, extra)
     metrics = metric_names(spec, scale)
-    prereq = prerequisites_by_dataset(metrics, runs, scale, runs_root / "classifiers", inception,
-                                      progress)
+    prereq = {} if report_only else prerequisites_by_dataset(
+        metrics, runs, scale, runs_root / "classifiers", inception, progress)
     made_by = f"`{command_line()}`, report written by commit {short(code_version())}"
-    rows = []
+    rows, missing = [], []
     for k, run in enumerate(runs, 1):
-        print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}' seed {run.seed}: "
-              f"{run.run_dir}", flush=True)
-        it = train_run(run, threads, progress)
-        values = evaluate_run(run, metrics, scale, it, prereq, progress)
+        if report_only:
+            state, it = run_state(run.run_dir, run.target)
+            values = cached_values(run, metrics, scale, it) if state == "done" else None
+            if values is None:
+                missing.append(f"{run.spec.label} seed {run.seed} ({_state_note(state, it, run)})")
+                continue
+        else:
+            print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}' seed {run.seed}: "
+                  f"{run.run_dir}", flush=True)
+            it = train_run(run, threads, progress)
+            values = evaluate_run(run, metrics, scale, it, prereq, progress)
         rows.append(Row(run.spec.label, setting(run.spec), values, run.spec.paper,
                         protocol(run, metrics[0], scale, it), run.spec.group, run.spec.x, run.seed,
                         trained_with=run_code(run.run_dir),
                         evaluated_with=_eval_code(values)))
-        write_report(spec, scale_name, metrics, rows, results_dir, made_by)  # partial tables
-    return write_report(spec, scale_name, metrics, rows, results_dir, made_by)
+        if not report_only:
+            write_report(spec, scale_name, metrics, rows, results_dir, made_by)  # partial tables
+    return write_report(spec, scale_name, metrics, rows, results_dir, made_by, missing)
+
+
+def _state_note(state: str, it: int, run: PlannedRun) -> str:
+    return {"new": "not started", "resume": f"at iteration {it} of {run.target}"}.get(
+        state, "trained, not evaluated")
 
 
 def _eval_code(values: dict[str, dict]) -> str:

@@ -107,7 +107,7 @@ def _commits(rows: list[Row], field: str) -> str:
 
 
 def render_markdown(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row],
-                    made_by: str = "") -> str:
+                    made_by: str = "", missing: list[str] = ()) -> str:
     """One line per table row; over several seeds a value is mean ± sample std over the seeds."""
     cols = [(m, k, h) for m in metrics for k, h in COLUMNS[m]]
     head = ["run", "setting", "seeds", *[h for _, _, h in cols], f"paper ({spec.metric})", "protocol"]
@@ -115,12 +115,15 @@ def render_markdown(spec: TableSpec, scale_name: str, metrics: list[str], rows: 
     lines = [f"# Table {spec.id}: {spec.title}", "",
              f"Scale `{scale_name}`; metrics {', '.join(f'`{m}`' for m in metrics)}. {notes}", ""]
     if made_by:
-        lines += [f"Made by {made_by}. Runs trained with commit {_commits(rows, 'trained_with')}; "
-                  f"evaluated with commit {_commits(rows, 'evaluated_with')} (per run in the .csv).",
-                  ""]
+        commits = (f" Runs trained with commit {_commits(rows, 'trained_with')}; evaluated with "
+                   f"commit {_commits(rows, 'evaluated_with')} (per run in the .csv)." if rows else "")
+        lines += [f"Made by {made_by}.{commits}", ""]
     if any(len(g) > 1 for g in by_label(rows)):
         lines += ["With several seeds a value is the mean ± the sample standard deviation over "
                   "the seeds; the .csv file has every seed's value.", ""]
+    if missing:
+        lines += [f"**Incomplete: {len(missing)} run{'s' * (len(missing) != 1)} not in this report "
+                  f"yet**: {'; '.join(missing)}.", ""]
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -175,11 +178,11 @@ def plot_panels(metrics: list[str], rows: list[Row]) -> list[tuple[str, dict]]:
 
 
 def write_report(spec: TableSpec, scale_name: str, metrics: list[str], rows: list[Row],
-                 out_dir: Path, made_by: str = "") -> list[Path]:
+                 out_dir: Path, made_by: str = "", missing: list[str] = ()) -> list[Path]:
     """results/table<id>.md and .csv, and table<id>.png for sweeps; returns the paths written."""
     stem = out_dir / f"table{spec.id}"
     written = []
-    for suffix, text in ((".md", render_markdown(spec, scale_name, metrics, rows, made_by)),
+    for suffix, text in ((".md", render_markdown(spec, scale_name, metrics, rows, made_by, missing)),
                          (".csv", render_csv(metrics, rows))):
         path = stem.with_suffix(suffix)
         write_text(path, text)
