@@ -173,11 +173,11 @@ def test_report_over_seeds_shows_mean_and_sample_std_and_every_seed_in_the_csv()
     assert [(r["run"], r["seed"], r["cls_fid.revised"]) for r in table] == [
         ("gamma=2", "0", "10.0"), ("gamma=2", "1", "14.0"), ("gamma=2", "2", "12.0"),
         ("gamma=1", "0", "20.0")]
-    (title, series), = plot_panels(["cls_fid"], rows)
-    assert title == "cls_fid vs gamma"
-    assert series["revised"] == ([1.0, 2.0], [20.0, 12.0])
+    (title, series), (title_p, series_p) = plot_panels(["cls_fid"], rows)  # one panel each
+    assert (title, title_p) == ("cls_fid vs gamma (revised)", "cls_fid vs gamma (VAE proposals)")
+    assert series["revised, mean over seeds"] == ([1.0, 2.0], [20.0, 12.0])
     assert series["revised, lowest seed"] == ([1.0, 2.0], [20.0, 10.0])
-    assert series["VAE proposals, highest seed"] == ([1.0, 2.0], [50.0, 100.0])
+    assert series_p["VAE proposals, highest seed"] == ([1.0, 2.0], [50.0, 100.0])
 
 
 def test_seeds_plan_one_run_per_row_and_seed(tmp_path):

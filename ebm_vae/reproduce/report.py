@@ -29,6 +29,11 @@ COLUMNS = {
 }
 PLOTTED = {"revised": "revised", "proposals": "VAE proposals", "psnr_revised": "revised",
            "psnr_decoded": "decoded", "psnr_hole": "ours", "psnr_hole_harmonic": "harmonic"}
+# metric -> the plotted columns, one panel per inner list (revised samples and proposals apart:
+# their FIDs differ tenfold; a completion's baseline beside ours)
+PANELS = {"fid": [["revised"], ["proposals"]], "cls_fid": [["revised"], ["proposals"]],
+          "is": [["revised"], ["proposals"]], "cls_is": [["revised"], ["proposals"]],
+          "recon": [["psnr_revised", "psnr_decoded"]], "completion": [["psnr_hole", "psnr_hole_harmonic"]]}
 
 
 @dataclass(frozen=True)
@@ -153,27 +158,29 @@ def render_csv(metrics: list[str], rows: list[Row]) -> str:
 
 
 def plot_panels(metrics: list[str], rows: list[Row]) -> list[tuple[str, dict]]:
-    """One panel per metric and swept group: the plotted columns vs x (the mean over seeds, and
-    the lowest and highest seed where there are several) and the paper's values, if any."""
+    """One panel per metric, PANELS entry and swept group: each column's mean over seeds vs x,
+    the lowest and highest seed where there are several, and the paper's values, if any."""
     panels = []
     groups = [g for g in by_label(rows) if g[0].group is not None]
     for metric in metrics:
-        for name in dict.fromkeys(g[0].group for g in groups):
-            pts = sorted((g for g in groups if g[0].group == name), key=lambda g: g[0].x)
-            xs = [g[0].x for g in pts]
-            series = {}
-            for k, _ in COLUMNS[metric]:
-                if k not in PLOTTED:
-                    continue
-                stats = [spread([r.values.get(metric, {}).get(k, math.nan) for r in g]) for g in pts]
-                series[PLOTTED[k]] = (xs, [s[0] for s in stats])
-                if any(len(g) > 1 for g in pts):
-                    series[f"{PLOTTED[k]}, lowest seed"] = (xs, [s[2] for s in stats])
-                    series[f"{PLOTTED[k]}, highest seed"] = (xs, [s[3] for s in stats])
-            known = [g[0] for g in pts if g[0].paper is not None]
-            if known:
-                series["paper"] = ([r.x for r in known], [r.paper for r in known])
-            panels.append((f"{metric} vs {name}", series))
+        for keys in PANELS[metric]:
+            for name in dict.fromkeys(g[0].group for g in groups):
+                pts = sorted((g for g in groups if g[0].group == name), key=lambda g: g[0].x)
+                xs, seeds = [g[0].x for g in pts], any(len(g) > 1 for g in pts)
+                series = {}
+                for k in keys:
+                    stats = [spread([r.values.get(metric, {}).get(k, math.nan) for r in g])
+                             for g in pts]
+                    series[PLOTTED[k] + (", mean over seeds" if seeds else "")] = (
+                        xs, [s[0] for s in stats])
+                    if seeds:
+                        series[f"{PLOTTED[k]}, lowest seed"] = (xs, [s[2] for s in stats])
+                        series[f"{PLOTTED[k]}, highest seed"] = (xs, [s[3] for s in stats])
+                known = [g[0] for g in pts if g[0].paper is not None]
+                if known and COLUMNS[metric][0][0] in keys:  # the paper's is the table's value
+                    series["paper"] = ([r.x for r in known], [r.paper for r in known])
+                panels.append((f"{metric} vs {name}" + (f" ({PLOTTED[keys[0]]})" if len(keys) == 1
+                                                         else ""), series))
     return panels
 
 
