@@ -81,10 +81,11 @@ def cache_key(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) ->
     return f"{metric}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
 
 
-def cached_values(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int
-                  ) -> Optional[dict[str, dict[str, float]]]:
-    """{metric: its columns} if every metric is cached for this protocol, else None."""
-    cache = _read_cache(run.run_dir)
+def cached_values(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int,
+                  cache: Optional[dict] = None) -> Optional[dict[str, dict[str, float]]]:
+    """{metric: its columns} if every metric is cached for this protocol (in `cache`, else in the
+    run folder's file), else None."""
+    cache = _read_cache(run.run_dir) if cache is None else cache
     keys = {m: cache_key(run, m, scale, iteration) for m in metrics}
     return {m: cache[k] for m, k in keys.items()} if all(k in cache for k in keys.values()) else None
 
@@ -100,7 +101,7 @@ def evaluate_run(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteratio
         for m, values in _measure(run, missing, scale, prereq, progress).items():
             cache[cache_key(run, m, scale, iteration)] = {**values, "code": code}
         write_text(run.run_dir / EVAL_CACHE, json.dumps(cache, indent=2) + "\n")
-    return cached_values(run, metrics, scale, iteration)
+    return cached_values(run, metrics, scale, iteration, cache)
 
 
 def table_values(metric: str, entry: dict) -> dict[str, float]:
