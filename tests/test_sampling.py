@@ -17,7 +17,8 @@ import pytest
 from ebm_vae.core.config import config_from_dict, dump_config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import LEGACY_CHECKPOINT, layer_states, load_checkpoint, load_run, save_checkpoint
+from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, export_weights, layer_states,
+                               load_checkpoint, load_run, save_checkpoint, write_checkpoint)
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
@@ -59,6 +60,39 @@ def test_load_run_restores_the_checkpoint_or_the_initialisation(tiny_raw, tmp_pa
     assert all(np.array_equal(fresh.models.decoder.state_dict()[k].numpy(), init[k].numpy()) for k in init)
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         load_run(tmp_path / "nope")
+
+
+def _two_checkpoints(raw: dict, run_dir: Path) -> dict[int, dict]:
+    """A run folder with checkpoints at iterations 3 and 5 (of different models; the pruning of
+    older ones is undone by writing 5 first); returns each one's decoder state."""
+    cfg = config_from_dict(raw)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    decoders = {}
+    for it in (5, 3):
+        paddle.seed(it)
+        layers = build_models(cfg.model)._asdict()
+        write_checkpoint(run_dir, it, layers)
+        decoders[it] = {k: v.numpy() for k, v in layers["decoder"].state_dict().items()}
+    return decoders
+
+
+def test_a_checkpoint_folder_loads_that_checkpoint_and_exports_it(tiny_raw, tmp_path):
+    run_dir = tmp_path / "run"
+    decoders = _two_checkpoints(tiny_raw, run_dir)
+    older = run_dir / "checkpoints" / "iter_0000003"
+    for path, it in ((run_dir, 5), (older, 3)):
+        run = load_run(path)
+        got = run.models.decoder.state_dict()
+        assert run.iteration == it and all(np.array_equal(got[k].numpy(), decoders[it][k])
+                                           for k in decoders[it])
+    out = export_weights(older, tmp_path / "weights")
+    assert (out / "config.yaml").read_bytes() == (run_dir / "config.yaml").read_bytes()
+    shipped = load_run(out).models.decoder.state_dict()
+    assert all(np.array_equal(shipped[k].numpy(), decoders[3][k]) for k in decoders[3])
+    (older / "state.json").unlink()
+    with pytest.raises(CheckpointError, match="iter_0000003 is not a complete checkpoint"):
+        load_run(older)
 
 
 def test_ancestral_sample_is_decoder_then_langevin_in_batches(tiny_raw, tmp_path):
@@ -182,6 +216,11 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid", "--n", "10"]) == 2
     assert "pt_inception" in capsys.readouterr().err
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid,bogus"]) == 2
+    # one checkpoint folder: the run's classifier, the outputs beside that checkpoint
+    folder = write_checkpoint(mnist_run, 7, load_run(mnist_run).models._asdict())
+    assert evaluate_tool.main(["--ckpt", str(folder), "--n", "12", "--steps", "1",
+                               "--no-progress"]) == 0
+    assert json.loads((folder / "eval.json").read_text())["cls_fid"]["protocol"]["num_samples"] == 12
 
 
 def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist_run, tmp_path):

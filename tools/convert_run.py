@@ -7,6 +7,7 @@ training is safe: convert again when it stops).
 
   python tools/convert_run.py runs/mnist
   python tools/convert_run.py runs/mnist --weights-only pretrained/mnist   # config.yaml + .pdparams
+  python tools/convert_run.py runs/mnist/checkpoints/iter_0003000 --weights-only pretrained/mnist
 """
 from __future__ import annotations
 
@@ -14,26 +15,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights
+from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights, split_checkpoint
 from ebm_vae.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (config.yaml + checkpoints/)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (config.yaml + checkpoints/); "
+                        "with --weights-only also one checkpoint folder RUN_DIR/checkpoints/iter_N")
     parser.add_argument("--weights-only", metavar="OUT_DIR",
                         help="instead, write OUT_DIR/config.yaml and the three networks' .pdparams "
-                        "of the run's newest checkpoint (either format): what shipped weights "
+                        "of the run's newest checkpoint (either format) or of the checkpoint folder given: what shipped weights "
                         "look like; tools/sample.py and ebm_vae.load_run read such a folder")
     args = parser.parse_args(argv)
 
     try:
-        run_dir = Path(args.run_dir)
+        run_dir = split_checkpoint(args.run_dir)[0]
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
         if args.weights_only:
-            out = export_weights(run_dir, Path(args.weights_only))
+            out = export_weights(args.run_dir, Path(args.weights_only))
             print(f"wrote {out}/config.yaml and ebm/encoder/decoder.pdparams", file=sys.stderr)
             return 0
         target = convert_legacy(run_dir)

@@ -25,7 +25,7 @@ import math
 import sys
 from pathlib import Path
 
-from ebm_vae.core.runs import load_run
+from ebm_vae.core.runs import load_run, split_checkpoint
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--train-classifier", action="store_true",
                       help="train the cls_fid classifier (dataset from --ckpt or --dataset) and exit")
     mode.add_argument("--reconstruct", action="store_true", help="shorthand for --metrics recon")
-    p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + a checkpoint or the .pdparams)")
+    p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + a checkpoint or the .pdparams), or one "
+                   "checkpoint folder RUN_DIR/checkpoints/iter_N (outputs then go into it)")
     p.add_argument("--metrics", default="cls_fid", help=f"comma list of {', '.join(METRICS)} "
                    "(default cls_fid)")
     p.add_argument("--dataset", help="dataset when there is no --ckpt")
@@ -124,6 +125,11 @@ def open_run(args: argparse.Namespace):
                     threads=args.threads)  # UserError if not a run
 
 
+def run_folder(args: argparse.Namespace) -> Path | None:
+    """The run folder of --ckpt (which may name one of its checkpoint folders), or None."""
+    return split_checkpoint(args.ckpt)[0] if args.ckpt else None
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = open_run(args)
     cfg = loaded.cfg if loaded else None
@@ -133,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say which dataset: --ckpt RUN_DIR or --dataset NAME")
     progress = not args.no_progress
     if args.train_classifier:
-        path = classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
+        path = classifier_path(run_folder(args), args.classifier)
         if args.epochs < 1:
             raise UsageError("--epochs must be >= 1")
         clf = train_and_save_classifier(path, dataset, root, args.epochs, progress=progress)
@@ -164,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     prereq = prerequisites(
         metrics, dataset, root, reference=args.reference,
         inception=args.inception or (cfg.eval.inception if cfg else None), fid_stats=args.fid_stats,
-        classifier=classifier_path(Path(args.ckpt) if args.ckpt else None, args.classifier)
+        classifier=classifier_path(run_folder(args), args.classifier)
         if needs_classifier else None, recon_n=args.recon_n)
     images = None
     if set(metrics) - {"recon"}:

@@ -234,6 +234,23 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
     return legacy
 
 
+def split_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
+    """(run folder, checkpoint) for `path`: a run folder (checkpoint None: use its newest) or one
+    of its checkpoint folders, `RUN/checkpoints/iter_N` (which must be complete)."""
+    path = Path(path)
+    if _DIR_RE.match(path.name) and path.parent.name == CHECKPOINTS:
+        if not (path / STATE_FILE).is_file():
+            raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_FILE} not found")
+        return path.parent.parent, path
+    return path, None
+
+
+def chosen_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
+    """(run folder, the checkpoint to read: the one `path` names, else the run's newest)."""
+    run_dir, found = split_checkpoint(path)
+    return run_dir, found or latest_checkpoint(run_dir)
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     return latest_checkpoint(run_dir) is not None
 
@@ -401,10 +418,9 @@ def convert_legacy(run_dir: str | Path) -> Path:
 
 def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `out_dir/config.yaml` and the three networks' `.pdparams` from a run's newest
-    checkpoint (either format): a folder `open_run` and tools/sample.py load, with no optimiser
-    states and no data."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    found = latest_checkpoint(run_dir)
+    checkpoint (either format), or from the checkpoint folder `run_dir` names: a folder
+    `open_run` and tools/sample.py load, with no optimiser states and no data."""
+    (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
     state = read_checkpoint(found, [] if found.is_file() else NETWORKS)
@@ -442,9 +458,10 @@ def _bare_weights(run_dir: Path) -> bool:
 def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     """Config and models of a run folder, in eval mode, without touching the runtime (device,
     threads). Weights: the newest checkpoint, an old-format last.ckpt, or `ebm.pdparams`,
-    `encoder.pdparams`, `decoder.pdparams` beside config.yaml (shipped weights).
+    `encoder.pdparams`, `decoder.pdparams` beside config.yaml (shipped weights); `run_dir` may
+    also name one checkpoint folder, `RUN/checkpoints/iter_N`, to load that one.
     `untrained=True` builds the run's architecture at its seeded initialisation instead."""
-    run_dir = Path(run_dir)
+    run_dir, found = chosen_checkpoint(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
     cfg = load_config(run_dir / "config.yaml")
@@ -453,7 +470,6 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     iteration: Optional[int] = 0
     if not untrained:
         layers = models._asdict()
-        found = latest_checkpoint(run_dir)
         if found is not None:
             iteration = load_checkpoint_into(found, layers)
         elif _bare_weights(run_dir):
@@ -472,9 +488,10 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
 def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,
              threads: int | None = None) -> Run:
     """`open_run` after selecting `device` (default: the config's) and the CPU settings
-    (`threads` math threads; default `runtime.default_threads()`), as the tools do."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
-    configure_runtime(device or load_config(run_dir / "config.yaml").device, threads)
+    (`threads` math threads; default `runtime.default_threads()`), as the tools do. `run_dir`:
+    a run folder or one of its checkpoint folders."""
+    folder = split_checkpoint(run_dir)[0]
+    if not (folder / "config.yaml").is_file():
+        raise RunNotFoundError(f"{folder} is not a run folder: {folder / 'config.yaml'} not found")
+    configure_runtime(device or load_config(folder / "config.yaml").device, threads)
     return open_run(run_dir, untrained)
