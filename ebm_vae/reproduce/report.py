@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -105,9 +106,7 @@ def _cell(rows: list[Row], metric: str, key: str) -> str:
 
 def _commits(rows: list[Row], field: str) -> str:
     """'a1b2c3d (12 runs)'-style summary of one provenance field over the runs."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[getattr(r, field)] = counts.get(getattr(r, field), 0) + 1
+    counts = Counter(getattr(r, field) for r in rows)
     return "; ".join(f"{c} ({n} run{'s' * (n != 1)})" for c, n in counts.items())
 
 
