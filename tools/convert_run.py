@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
                         "with --weights-only also one checkpoint folder RUN_DIR/checkpoints/iter_N")
     parser.add_argument("--weights-only", metavar="OUT_DIR",
                         help="instead, write OUT_DIR/config.yaml and the three networks' .pdparams "
-                        "of the run's newest checkpoint (either format) or of the checkpoint folder given: what shipped weights "
-                        "look like; tools/sample.py and ebm_vae.load_run read such a folder")
+                        "of the run's newest checkpoint (either format) or of the checkpoint "
+                        "folder given: what shipped weights look like; tools/sample.py and "
+                        "ebm_vae.load_run read such a folder")
     args = parser.parse_args(argv)
 
     try:
