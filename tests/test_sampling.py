@@ -216,11 +216,15 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid", "--n", "10"]) == 2
     assert "pt_inception" in capsys.readouterr().err
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid,bogus"]) == 2
-    # one checkpoint folder: the run's classifier, the outputs beside that checkpoint
+    # one checkpoint folder: the run's classifier; outputs in the run folder (the trainer deletes
+    # older checkpoint folders), named by the checkpoint
     folder = write_checkpoint(mnist_run, 7, load_run(mnist_run).models._asdict())
     assert evaluate_tool.main(["--ckpt", str(folder), "--n", "12", "--steps", "1",
                                "--no-progress"]) == 0
-    assert json.loads((folder / "eval.json").read_text())["cls_fid"]["protocol"]["num_samples"] == 12
+    res = json.loads((mnist_run / "eval_iter_0000007.json").read_text())
+    assert res["cls_fid"]["protocol"]["num_samples"] == 12 and not (folder / "eval.json").exists()
+    assert sample_tool.main(["--ckpt", str(folder), "--n", "4", "--steps", "1", "--no-progress"]) == 0
+    assert (mnist_run / "samples_iter_0000007.npz").is_file()
 
 
 def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist_run, tmp_path):

@@ -25,7 +25,7 @@ import math
 import sys
 from pathlib import Path
 
-from ebm_vae.core.runs import load_run, split_checkpoint
+from ebm_vae.core.runs import load_run, output_place, split_checkpoint
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="train the cls_fid classifier (dataset from --ckpt or --dataset) and exit")
     mode.add_argument("--reconstruct", action="store_true", help="shorthand for --metrics recon")
     p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + a checkpoint or the .pdparams), or one "
-                   "checkpoint folder RUN_DIR/checkpoints/iter_N (outputs then go into it)")
+                   "checkpoint folder RUN_DIR/checkpoints/iter_N (outputs then go to RUN_DIR, named *_iter_N)")
     p.add_argument("--metrics", default="cls_fid", help=f"comma list of {', '.join(METRICS)} "
                    "(default cls_fid)")
     p.add_argument("--dataset", help="dataset when there is no --ckpt")
@@ -180,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
             images = real_sets(dataset, root, args.real, args.n)
     grid = None
     if "recon" in metrics:
-        grid = Path(args.ckpt) / ("reconstruction.png" if source == "model"
-                                  else f"reconstruction_{source}.png")
+        folder, suffix = output_place(args.ckpt)
+        grid = folder / ("reconstruction" + ("" if source == "model" else f"_{source}")
+                         + f"{suffix}.png")
     results = evaluate(loaded, metrics, prereq, images=images, source=source, n=args.n,
                        steps=args.steps, batch_size=args.batch_size, seed=seed, z=args.z, grid=grid,
                        run_dir=args.ckpt, progress=progress)
@@ -195,8 +196,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def default_json(args: argparse.Namespace, source: str) -> Path:
-    name = "eval.json" if source == "model" else f"eval_{source}.json"
-    return Path(args.ckpt) / name if args.ckpt else Path(name)
+    name = "eval" if source == "model" else f"eval_{source}"
+    if not args.ckpt:
+        return Path(f"{name}.json")
+    folder, suffix = output_place(args.ckpt)
+    return folder / f"{name}{suffix}.json"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ebm_vae.core.config import ConfigError
-from ebm_vae.core.runs import load_run
+from ebm_vae.core.runs import load_run, output_place
 from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import atomic_write
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, metavar="RUN_DIR",
                         help="run folder: config.yaml and a checkpoint (checkpoints/iter_N/ or an old "
                         "last.ckpt), or config.yaml beside ebm/encoder/decoder.pdparams; or one checkpoint "
-                        "folder RUN_DIR/checkpoints/iter_N (outputs then go into it)")
+                        "folder RUN_DIR/checkpoints/iter_N (outputs then go to RUN_DIR, named *_iter_N)")
     parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--steps", type=int, help="Langevin steps (default: the config's sample.steps)")
     parser.add_argument("--batch-size", type=int,
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.steps is not None and args.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {args.steps}")
-        run_dir = Path(args.ckpt)
-        run = load_run(run_dir, untrained=args.untrained, device=args.device,
+        run_dir, suffix = output_place(args.ckpt)
+        run = load_run(args.ckpt, untrained=args.untrained, device=args.device,
                        threads=args.threads)
         seed_all(run.cfg.seed if args.seed is None else args.seed)
         steps = run.cfg.sample.steps if args.steps is None else args.steps
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         lv = with_steps(run.cfg.langevin, steps)
         if args.interpolate:
             pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
-            out = Path(args.out or run_dir / "interpolation.png")
+            out = Path(args.out or run_dir / f"interpolation{suffix}.png")
             save_grids(out, [("decoded g(z(t))", pair.proposals),
                              (f"revised ({steps} Langevin steps)", pair.revised)], nrow=args.points)
             print(f"wrote {out}", file=sys.stderr)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
                                 progress=not args.no_progress)
         images = np.clip(pair.revised, -1.0, 1.0)
-        out = Path(args.out or run_dir / "samples.npz")
+        out = Path(args.out or run_dir / f"samples{suffix}.npz")
         arrays = {"images": images}
         if args.proposals:
             arrays["proposals"] = pair.proposals

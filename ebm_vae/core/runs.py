@@ -245,6 +245,13 @@ def split_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
     return path, None
 
 
+def output_place(path: str | Path) -> tuple[Path, str]:
+    """Where tools write by default for `path`: (the run folder, "") for a run folder, and (its
+    run folder, "_iter_N") for a checkpoint folder, which the trainer deletes when it moves on."""
+    run_dir, found = split_checkpoint(path)
+    return run_dir, f"_{found.name}" if found is not None else ""
+
+
 def chosen_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
     """(run folder, the checkpoint to read: the one `path` names, else the run's newest)."""
     run_dir, found = split_checkpoint(path)
