@@ -164,8 +164,12 @@ def test_sample_tool_on_a_folder_with_only_config_and_pdparams(tiny_raw, tiny_im
     shipped = tmp_path / "pretrained" / "tiny"
     assert convert_tool.main([str(run), "--weights-only", str(shipped)]) == 0
     assert sorted(p.name for p in shipped.iterdir()) == [
-        "config.yaml", "decoder.pdparams", "ebm.pdparams", "encoder.pdparams"]
+        "config.yaml", "decoder.pdparams", "ebm.pdparams", "encoder.pdparams", "weights.json"]
     out = tmp_path / "s.npz"
+    assert sample_tool.main(["--ckpt", str(shipped), "--n", "7", "--out", str(out),
+                             "--no-progress"]) == 0
+    assert "iteration 2)" in capsys.readouterr().err
+    (shipped / "weights.json").unlink()  # weights without a record of their age still load
     assert sample_tool.main(["--ckpt", str(shipped), "--n", "7", "--out", str(out),
                              "--no-progress"]) == 0
     assert "unknown iteration" in capsys.readouterr().err

@@ -424,7 +424,8 @@ def convert_legacy(run_dir: str | Path) -> Path:
 
 
 def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write `out_dir/config.yaml` and the three networks' `.pdparams` from a run's newest
+    """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
+    iteration) from a run's newest
     checkpoint (either format), or from the checkpoint folder `run_dir` names: a folder
     `open_run` and tools/sample.py load, with no optimiser states and no data."""
     (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
@@ -436,6 +437,7 @@ def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
             raise CheckpointError(f"{found} has no state for '{name}'")
         write_bytes(out_dir / f"{name}.pdparams",
                     _tensor_bytes(_to_tensors(dict(state["modules"][name]))))
+    write_text(out_dir / WEIGHTS_INFO, json.dumps({"iteration": state["iteration"]}) + "\n")
     write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
     return out_dir
 
@@ -456,6 +458,20 @@ class Run(NamedTuple):
     cfg: Config
     models: Models
     iteration: Optional[int]  # 0 for an untrained model; None for bare weights of unknown age
+
+
+WEIGHTS_INFO = "weights.json"  # beside exported weights: {"iteration": N}
+
+
+def _weights_iteration(run_dir: Path) -> Optional[int]:
+    """The iteration recorded beside exported weights (None when there is no record)."""
+    path = run_dir / WEIGHTS_INFO
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["iteration"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
 
 
 def _bare_weights(run_dir: Path) -> bool:
@@ -482,7 +498,7 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
         elif _bare_weights(run_dir):
             states = {n: _load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS}
             load_layer_states(layers, states, str(run_dir))
-            iteration = None
+            iteration = _weights_iteration(run_dir)
         else:
             raise RunNotFoundError(
                 f"{run_dir} holds no weights: no checkpoint in {run_dir / CHECKPOINTS} and no "
