@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
         if args.weights_only:
             out = export_weights(args.run_dir, Path(args.weights_only))
-            print(f"wrote {out}/config.yaml and ebm/encoder/decoder.pdparams", file=sys.stderr)
+            print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json",
+                  file=sys.stderr)
             return 0
         target = convert_legacy(run_dir)
         print(f"wrote {target} from {run_dir / LEGACY_CHECKPOINT}", file=sys.stderr)

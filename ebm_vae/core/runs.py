@@ -425,9 +425,9 @@ def convert_legacy(run_dir: str | Path) -> Path:
 
 def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
-    iteration) from a run's newest
-    checkpoint (either format), or from the checkpoint folder `run_dir` names: a folder
-    `open_run` and tools/sample.py load, with no optimiser states and no data."""
+    iteration) from a run's newest checkpoint (either format), or from the checkpoint folder
+    `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
+    no data."""
     (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
