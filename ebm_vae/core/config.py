@@ -142,6 +142,10 @@ class TrainConfig:
     sample_every: int = 500  # iterations between sample grids
     checkpoint_every: int = 500  # iterations between checkpoints
     log_every: int = 1  # iterations between CSV log rows
+    keep_every: int = 0  # also keep checkpoints/iter_N at multiples of this; 0 = only the newest
+    # Stabilisers [OURS] (docs/method.md, "Long runs"); 0 = off, the paper's Algorithm 1.
+    data_noise: float = 0.0  # std of Gaussian noise added to the data the EBM sees
+    energy_penalty: float = 0.0  # a in a * (mean f(data)^2 + mean f(revised)^2) added to L_theta
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ def _check_learning(cfg: Any) -> None:
                        ("train.checkpoint_every", t.checkpoint_every),
                        ("train.log_every", t.log_every), ("sample.steps", cfg.sample.steps)]:
         _require(value >= 1, key, f"must be >= 1, got {value}")
+    for key in ("keep_every", "data_noise", "energy_penalty"):
+        _require(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
     _require(lv.steps >= 0, "langevin.steps", f"must be >= 0, got {lv.steps}")
     _require(lv.step_size > 0, "langevin.step_size", f"must be > 0, got {lv.step_size}")
     _require(lv.ref_sigma is None or lv.ref_sigma > 0, "langevin.ref_sigma", "must be > 0 or null")

@@ -8,6 +8,7 @@ reference term; `noise=False` is the released code's deterministic variant.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Iterator, Optional
 
 import paddle
@@ -46,9 +47,12 @@ def _chunks(n: int, size: int) -> list[int]:
 
 
 def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Optional[float],
-                  noise: bool, chunk_size: Optional[int] = None) -> paddle.Tensor:
-    """One step of eq. (L)."""
+                  noise: bool, chunk_size: Optional[int] = None,
+                  grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
+    """One step of eq. (L); appends the root-mean-square of df/dx over all pixels to `grad_rms`."""
     drift = energy_grad(f, x, chunk_size)
+    if grad_rms is not None:
+        grad_rms.append(math.sqrt(float((drift ** 2).mean())))
     if ref_sigma is not None:
         drift = drift - x / ref_sigma ** 2  # Gaussian reference term of eq. (L)
     x = x + 0.5 * step_size ** 2 * drift  # eq. (L): x - (delta^2/2)(x/sigma^2 - df/dx)
@@ -59,13 +63,15 @@ def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Op
 
 def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
              ref_sigma: Optional[float] = 0.016, noise: bool = True,
-             chunk_size: Optional[int] = None) -> paddle.Tensor:
+             chunk_size: Optional[int] = None, grad_rms: Optional[list[float]] = None
+             ) -> paddle.Tensor:
     """Revise `x` by `steps` steps of eq. (L) under the EBM f = `ebm`; returns a detached tensor.
 
     Chunking splits only the gradient computation, so results do not depend on `chunk_size`.
+    `grad_rms`, if a list, receives the RMS of df/dx of every step (a diagnostic; no random draws).
     """
     x = x.detach()
     with frozen(ebm):
         for _ in range(steps):
-            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size)
+            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size, grad_rms)
     return x

@@ -276,13 +276,14 @@ def _remove_tree(path: Path) -> None:
 
 
 def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any],
-                     states: Optional[dict[str, dict]] = None, info: Optional[dict] = None) -> Path:
+                     states: Optional[dict[str, dict]] = None, info: Optional[dict] = None,
+                     keep_every: int = 0) -> Path:
     """Write a checkpoint folder `iter_NNNNNNN` for `iteration`: the state dicts of `objects`
     (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a snapshot), plus
     state.json. Whole or not at all; on failure (e.g. a full disk) the temporary folder is
     removed, the previous checkpoint stays, and a one-line WriteError is raised. An existing
     checkpoint of the same iteration is kept (`info` is added to its state.json). Older
-    checkpoints are removed after."""
+    checkpoints are removed after, except those at multiples of `keep_every` (if > 0)."""
     folder = Path(run_dir) / CHECKPOINTS
     target = folder / f"iter_{iteration:07d}"
     if (target / STATE_FILE).is_file():  # the same state: keep it, add `info` to state.json
@@ -317,7 +318,7 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
         raise
     fsync_dir(folder)
     for it, old in checkpoint_dirs(run_dir):
-        if it < iteration:
+        if it < iteration and not (keep_every > 0 and it % keep_every == 0):
             _remove_tree(old)
     return target
 

@@ -24,14 +24,18 @@ class NonFiniteError(FloatingPointError):
         self.quantity = quantity
 
 
-def ebm_loss(ebm: Callable[[paddle.Tensor], paddle.Tensor], x_data: paddle.Tensor, x_revised: paddle.Tensor
-             ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+def ebm_loss(ebm: Callable[[paddle.Tensor], paddle.Tensor], x_data: paddle.Tensor, x_revised: paddle.Tensor,
+             energy_penalty: float = 0.0) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
     """Step 4: L_theta = mean_j f(x_tilde_j) - mean_i f(x_i). Its gradient is minus the MLE gradient
     E_data[df/dtheta] - E_model[df/dtheta], so minimising it raises f on data and lowers it on
-    samples. Returns (loss, mean f(data), mean f(revised))."""
-    f_data = ebm(x_data).mean()
-    f_revised = ebm(x_revised.detach()).mean()
-    return f_revised - f_data, f_data, f_revised
+    samples. `energy_penalty` = a > 0 adds a * (mean_i f(x_i)^2 + mean_j f(x_tilde_j)^2) [OURS,
+    after IGEBM], which keeps the energies near 0. Returns (loss, mean f(data), mean f(revised))."""
+    e_data, e_revised = ebm(x_data), ebm(x_revised.detach())
+    f_data, f_revised = e_data.mean(), e_revised.mean()
+    loss = f_revised - f_data
+    if energy_penalty > 0:
+        loss = loss + energy_penalty * ((e_data ** 2).mean() + (e_revised ** 2).mean())
+    return loss, f_data, f_revised
 
 
 def kl_to_standard_normal(mu: paddle.Tensor, log_sigma: paddle.Tensor) -> paddle.Tensor:
@@ -94,29 +98,32 @@ def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, 
     return value, norm
 
 
-def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig
-           ) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat)."""
+def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig,
+           grad_rms: Optional[list[float]] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat).
+    `grad_rms` receives the RMS of df/dx at each Langevin step (see `langevin`)."""
     z = paddle.randn([num_chains, latent_dim])  # step 1
     with paddle.no_grad():
         x_hat = models.decoder(z)  # step 2
     x_tilde = langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size)  # step 3
+                       lv.chunk_size, grad_rms)  # step 3
     return x_hat, x_tilde
 
 
 def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
           opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, x_tilde: paddle.Tensor,
-          gamma: float, c: Optional[paddle.Tensor] = None) -> TeachStats:
+          gamma: float, c: Optional[paddle.Tensor] = None, energy_penalty: float = 0.0
+          ) -> TeachStats:
     """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, then one VAE update on
     the revised samples. With a condition `c` (image completion), every network also takes c.
+    `energy_penalty`: see `ebm_loss`.
 
     Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
     """
     f, q, g = ((models.ebm, models.encoder, models.decoder) if c is None else
                (lambda v: models.ebm(v, c), lambda v: models.encoder(v, c),
                 lambda z: models.decoder(z, c)))
-    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde)  # step 4: L_theta
+    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde, energy_penalty)  # step 4: L_theta
     loss_e, norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM", {
         "revised samples (Langevin)": x_tilde.abs().max(), "energy f(data)": f_data,
         "energy f(revised)": f_rev})  # step 4: theta <- Adam(theta, dL_theta/dtheta)
@@ -129,11 +136,19 @@ def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
 
 def teach_step(models: Models, opt_ebm: paddle.optimizer.Optimizer,
                opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
-               latent_dim: int, lv: LangevinConfig, gamma: float
+               latent_dim: int, lv: LangevinConfig, gamma: float, data_noise: float = 0.0,
+               energy_penalty: float = 0.0, grad_rms: Optional[list[float]] = None
                ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
-    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde."""
-    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv)  # steps 1-3
-    return learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma), x_hat, x_tilde  # steps 4-5
+    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde.
+
+    Stabilisers [OURS], off at 0: `data_noise` adds N(0, data_noise^2) to the data the EBM sees
+    (after Nijkamp et al. 2020); `energy_penalty`: see `ebm_loss`."""
+    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv, grad_rms)  # steps 1-3
+    if data_noise > 0:
+        x_data = x_data + data_noise * paddle.randn(x_data.shape, dtype=x_data.dtype)
+    stats = learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma,
+                  energy_penalty=energy_penalty)  # steps 4-5
+    return stats, x_hat, x_tilde
 
 
 def make_optimizers(models: Models, lr_ebm: float, lr_vae: float, beta1: float, beta2: float

@@ -86,22 +86,39 @@ class GenerationTask(TeachTask):
         t, w = self.cfg.train, self.world
         seed_worker(w)  # several workers: each draws its own chains
         x = paddle.to_tensor(shard(batch, w))  # the whole batch on one process
+        grad_rms: list[float] = []
         stats, x_hat, x_tilde = teach_step(self.synced, self.opt_ebm, self.opt_vae, x,
                                            t.num_chains // w.size, self.cfg.model.latent_dim,
-                                           self.cfg.langevin, t.gamma)
+                                           self.cfg.langevin, t.gamma, t.data_noise,
+                                           t.energy_penalty, grad_rms)
         average_batch_norm(self.models, w)
         # [CODE] monitor "avg.L2 dist": squared distance of the batch-mean images, per pixel.
         mean_tilde, mean_x = (mean_over_workers(v.mean(axis=0), w) for v in (x_tilde, x))
         l2 = float(((mean_tilde - mean_x) ** 2).mean())
         self.last = (x_hat[:GRID_IMAGES].numpy(), x_tilde[:GRID_IMAGES].numpy())
         stats = asdict(stats)  # means over this worker's shard; the gradient norms are global
+        stats.update(chain_diagnostics(x_hat, x_tilde, grad_rms))
         stats.update(mean_values({k: v for k, v in stats.items() if "grad_norm" not in k}, w))
-        return {**stats, "l2_mean_dist": l2}
+        return {**stats, "l2_mean_dist": l2, "ebm_weight_norm": weight_norm(self.models.ebm)}
 
     def panels(self) -> list[tuple[str, np.ndarray]]:
         if self.last is None:
             return []
         return [("VAE proposals g(z)", self.last[0]), ("Langevin-revised", self.last[1])]
+
+
+def chain_diagnostics(x_hat: paddle.Tensor, x_tilde: paddle.Tensor, grad_rms: list[float]
+                      ) -> dict[str, float]:
+    """How far the Langevin chains moved (RMS per pixel of x_tilde - x_hat), how far they left
+    the data range [-1, 1] (largest |x_tilde|), and the RMS of df/dx at the last step."""
+    return {"chain_move": math.sqrt(float(((x_tilde - x_hat) ** 2).mean())),
+            "revised_abs_max": float(x_tilde.abs().max()),
+            "langevin_grad_rms": grad_rms[-1] if grad_rms else 0.0}
+
+
+def weight_norm(layer: paddle.nn.Layer) -> float:
+    """The L2 norm of all of a network's parameters together."""
+    return math.sqrt(sum(float((p.astype("float32") ** 2).sum()) for p in layer.parameters()))
 
 
 class Evaluation(NamedTuple):
@@ -241,16 +258,18 @@ def _warn(message: str) -> None:
 GENERATION_PLOTS = [("EBM loss: mean f(revised) - mean f(data)", ["loss_ebm"]),
                     ("f on data and on revised samples", ["f_data", "f_revised"]),
                     ("VAE loss: SSE + gamma KL", ["loss_vae"]),
-                    ("reconstruction SSE and KL", ["recon", "kl"])]
+                    ("reconstruction SSE and KL", ["recon", "kl"]),
+                    ("Langevin: RMS df/dx (last step), RMS move", ["langevin_grad_rms", "chain_move"]),
+                    ("EBM weight norm", ["ebm_weight_norm"])]
 
 
 def _save_state(task: Task, run_dir: Path, iteration: int, states: dict | None = None,
-                info: dict | None = None, log: RunLog | None = None) -> Path:
+                info: dict | None = None, log: RunLog | None = None, keep_every: int = 0) -> Path:
     """Write the run's checkpoint for `iteration` (the task's current states, or `states`);
     the log's appended rows are fsynced first."""
     if log is not None:
         log.sync()
-    return write_checkpoint(run_dir, iteration, task.modules(), states, info)
+    return write_checkpoint(run_dir, iteration, task.modules(), states, info, keep_every)
 
 
 RUN_FILES = ("log.csv", "samples", "losses.png")
@@ -376,6 +395,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     log, grids, plots and checkpoints.
     """
     run_dir = Path(run_dir)
+    keep = train.keep_every
     if evaluation is not None:
         plots = plots + [(evaluation.title, evaluation.keys)]
     n = len(images)
@@ -421,12 +441,12 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                     with stop.step():
                         stats = task.step(batch)
                 except NonFiniteError as err:
-                    path = (_save_state(task, run_dir, it, before, log=log, info={
+                    path = (_save_state(task, run_dir, it, before, log=log, keep_every=keep, info={
                         "stopped": f"iteration {it + 1}: {err}"}) if main
                             else run_dir / CHECKPOINTS / f"iter_{it:07d}")
                     raise TrainingError(_nonfinite_message(err, it, epoch, path)) from err
                 except _Abandon:
-                    path = (_save_state(task, run_dir, it, before, log=log) if main
+                    path = (_save_state(task, run_dir, it, before, log=log, keep_every=keep) if main
                             else run_dir / CHECKPOINTS)
                     raise Interrupted(stop.signum, it, path, run_dir) from None
                 it += 1
@@ -450,10 +470,10 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                 except OSError as err:
                     raise WriteError(f"cannot write in {run_dir}: {err.strerror or err}") from err
                 if it % train.checkpoint_every == 0 or it == total:
-                    _save_state(task, run_dir, it, log=log)
+                    _save_state(task, run_dir, it, log=log, keep_every=keep)
                     saved = it
             if stop.signum is not None:
-                path = (_save_state(task, run_dir, it, log=log) if main and saved != it
+                path = (_save_state(task, run_dir, it, log=log, keep_every=keep) if main and saved != it
                         else latest_checkpoint(run_dir) or run_dir / CHECKPOINTS)
                 raise Interrupted(stop.signum, it, path, run_dir)
     finally:
