@@ -314,7 +314,8 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
                 "l1_hole_revised": float(ours["revised"]["l1_hole"].mean()),
                 "l1_hole_harmonic": float(base["harmonic"]["l1_hole"].mean())}
 
-    return Evaluation(e.every, EVAL_KEYS, run, "test hole PSNR (dB): ours vs baselines")
+    return Evaluation(e.every, EVAL_KEYS, run, "test hole PSNR (dB): ours vs baselines",
+                      best="psnr_hole_revised", higher_is_better=True)
 
 
 def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int | None = None,

@@ -146,6 +146,12 @@ class TrainConfig:
     # Stabilisers [OURS] (docs/method.md, "Long runs"); 0 = off, the paper's Algorithm 1.
     data_noise: float = 0.0  # std of Gaussian noise added to the data the EBM sees
     energy_penalty: float = 0.0  # a in a * (mean f(data)^2 + mean f(revised)^2) added to L_theta
+    # Collapse detector (core/guards.py): stop when |f(data) - f(revised)| stays above
+    # collapse_factor x its median over the previous collapse_window iterations for
+    # collapse_patience iterations in a row; collapse_factor 0 = off.
+    collapse_factor: float = 0.0
+    collapse_window: int = 500
+    collapse_patience: int = 10
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,10 @@ def _check_learning(cfg: Any) -> None:
                        ("train.checkpoint_every", t.checkpoint_every),
                        ("train.log_every", t.log_every), ("sample.steps", cfg.sample.steps)]:
         _require(value >= 1, key, f"must be >= 1, got {value}")
-    for key in ("keep_every", "data_noise", "energy_penalty"):
+    _require(t.collapse_window >= 1, "train.collapse_window", f"must be >= 1, got {t.collapse_window}")
+    _require(t.collapse_patience >= 1, "train.collapse_patience",
+             f"must be >= 1, got {t.collapse_patience}")
+    for key in ("keep_every", "data_noise", "energy_penalty", "collapse_factor"):
         _require(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
     _require(lv.steps >= 0, "langevin.steps", f"must be >= 0, got {lv.steps}")
     _require(lv.step_size > 0, "langevin.step_size", f"must be > 0, got {lv.step_size}")

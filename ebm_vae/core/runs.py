@@ -42,6 +42,7 @@ STATE_FILE = "state.json"
 FORMAT = 1
 NETWORKS = ("ebm", "encoder", "decoder")
 _DIR_RE = re.compile(r"^iter_(\d+)$")
+BEST = "best"  # checkpoints/best: the state with the best in-training score (same format as iter_N)
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -236,9 +237,10 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
 
 def split_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
     """(run folder, checkpoint) for `path`: a run folder (checkpoint None: use its newest) or one
-    of its checkpoint folders, `RUN/checkpoints/iter_N` (which must be complete)."""
+    of its checkpoint folders, `RUN/checkpoints/iter_N` or `RUN/checkpoints/best` (which must be
+    complete)."""
     path = Path(path)
-    if _DIR_RE.match(path.name) and path.parent.name == CHECKPOINTS:
+    if (_DIR_RE.match(path.name) or path.name == BEST) and path.parent.name == CHECKPOINTS:
         if not (path / STATE_FILE).is_file():
             raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_FILE} not found")
         return path.parent.parent, path
@@ -275,29 +277,17 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any],
-                     states: Optional[dict[str, dict]] = None, info: Optional[dict] = None,
-                     keep_every: int = 0) -> Path:
-    """Write a checkpoint folder `iter_NNNNNNN` for `iteration`: the state dicts of `objects`
-    (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a snapshot), plus
-    state.json. Whole or not at all; on failure (e.g. a full disk) the temporary folder is
-    removed, the previous checkpoint stays, and a one-line WriteError is raised. An existing
-    checkpoint of the same iteration is kept (`info` is added to its state.json). Older
-    checkpoints are removed after, except those at multiples of `keep_every` (if > 0)."""
-    folder = Path(run_dir) / CHECKPOINTS
-    target = folder / f"iter_{iteration:07d}"
-    if (target / STATE_FILE).is_file():  # the same state: keep it, add `info` to state.json
-        if info:
-            meta = json.loads((target / STATE_FILE).read_text())
-            write_text(target / STATE_FILE, json.dumps({**meta, **info}, indent=1) + "\n")
-        return target
+def _write_folder(target: Path, iteration: int, objects: dict[str, Any],
+                  states: Optional[dict[str, dict]], info: Optional[dict]) -> None:
+    """Write the state dicts of `objects` (or the given `states`) and state.json into a temporary
+    folder beside `target`, then rename it to `target` (which must not exist). Whole or not at
+    all: on failure the temporary folder is removed and a one-line WriteError is raised."""
+    folder = target.parent
     tmp = folder / f".{target.name}.tmp-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".iter_*.tmp-*"):  # left by a killed process
+        for stale in folder.glob(f".{target.name[:4]}*.tmp-*"):  # left by a killed process
             shutil.rmtree(stale, ignore_errors=True)
-        if target.exists():  # an incomplete folder (no state.json): never a checkpoint
-            shutil.rmtree(target)
         tmp.mkdir()
         files = {}
         for name, obj in objects.items():
@@ -317,10 +307,65 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(folder)
+
+
+def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any],
+                     states: Optional[dict[str, dict]] = None, info: Optional[dict] = None,
+                     keep_every: int = 0) -> Path:
+    """Write a checkpoint folder `iter_NNNNNNN` for `iteration`: the state dicts of `objects`
+    (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a snapshot), plus
+    state.json. Whole or not at all; on failure (e.g. a full disk) the temporary folder is
+    removed, the previous checkpoint stays, and a one-line WriteError is raised. An existing
+    checkpoint of the same iteration is kept (`info` is added to its state.json). Older
+    checkpoints are removed after, except those at multiples of `keep_every` (if > 0)."""
+    target = Path(run_dir) / CHECKPOINTS / f"iter_{iteration:07d}"
+    if (target / STATE_FILE).is_file():  # the same state: keep it, add `info` to state.json
+        if info:
+            meta = json.loads((target / STATE_FILE).read_text())
+            write_text(target / STATE_FILE, json.dumps({**meta, **info}, indent=1) + "\n")
+        return target
+    if target.exists():  # an incomplete folder (no state.json): never a checkpoint
+        shutil.rmtree(target)
+    _write_folder(target, iteration, objects, states, info)
     for it, old in checkpoint_dirs(run_dir):
         if it < iteration and not (keep_every > 0 and it % keep_every == 0):
             _remove_tree(old)
     return target
+
+
+def write_best(run_dir: str | Path, iteration: int, objects: dict[str, Any], metric: str,
+               value: float) -> Path:
+    """Replace `checkpoints/best` by the current state of `objects`, scored `metric` = `value`
+    (kept in its state.json). The new folder is complete before the old one is removed."""
+    folder = Path(run_dir) / CHECKPOINTS
+    target, old = folder / BEST, folder / f".{BEST}.old-{os.getpid()}"
+    fresh = folder / f"{BEST}.new"
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    _write_folder(fresh, iteration, objects, None, {"score": {"metric": metric, "value": value}})
+    if target.exists():
+        os.rename(target, old)
+    os.rename(fresh, target)
+    fsync_dir(folder)
+    for stale in folder.glob(f".{BEST}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def best_score(run_dir: str | Path) -> Optional[tuple[str, float, int]]:
+    """(metric, value, iteration) of a run's `checkpoints/best`, None if it has none. A best
+    folder caught between its two renames (a crash) is found under `best.new`."""
+    folder = Path(run_dir) / CHECKPOINTS
+    for name in (BEST, f"{BEST}.new"):
+        if (folder / name / STATE_FILE).is_file():
+            if name != BEST:
+                os.rename(folder / name, folder / BEST)
+            try:
+                meta = json.loads((folder / BEST / STATE_FILE).read_text())
+                return meta["score"]["metric"], float(meta["score"]["value"]), int(meta["iteration"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise CheckpointError(f"{folder / BEST / STATE_FILE} is corrupt: {err}") from err
+    return None
 
 
 def snapshot_states(objects: dict[str, Any]) -> dict[str, dict]:

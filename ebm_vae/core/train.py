@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 
 from ebm_vae.core.config import Config, TrainConfig, dump_config
+from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
 from ebm_vae.core.models import build_models
 from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, latest_checkpoint,
                                load_objects, snapshot_states, write_checkpoint)
@@ -124,11 +125,14 @@ def weight_norm(layer: paddle.nn.Layer) -> float:
 class Evaluation(NamedTuple):
     """An optional metric inside `fit`: `run()` returns {key: value} every `every` iterations and
     at the end (those rows are always logged; other rows hold NaN, as the CSV has fixed columns),
-    plotted as one more panel of losses.png titled `title`."""
+    plotted as one more panel of losses.png titled `title`. The state with the best value of
+    `best` so far is kept as checkpoints/best (core/guards.py)."""
     every: int
     keys: list[str]
     run: Callable[[], dict[str, float]]
     title: str
+    best: str = ""  # the key that chooses checkpoints/best ("" = keep no best)
+    higher_is_better: bool = False
 
 
 # builds the `Evaluation` of a run: (models, cfg, run_dir, progress) -> Evaluation
@@ -378,6 +382,15 @@ def _nonfinite_message(err: NonFiniteError, it: int, epoch: int, saved: Path | s
             "(--resume DIR --set ...)")
 
 
+def _collapse_message(runaway: str, run_dir: Path, saved: int | None,
+                      keeper: BestKeeper | None) -> str:
+    last = f"checkpoint of iteration {saved}" if saved is not None else "no checkpoint"
+    best = keeper.describe() if keeper is not None else "no best checkpoint (eval.every is 0)"
+    return (f"{runaway}. Training stopped; the last {last} is kept and nothing saved was changed; "
+            f"{best}. Resume from a checkpoint before the runaway with a smaller step, e.g. "
+            f"--resume {run_dir} --set train.lr_ebm=... (see docs/method.md, Long runs)")
+
+
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
         shuffle: str, max_iters: int | None = None, resume: bool = False,
         plots: list[tuple[str, list[str]]] = GENERATION_PLOTS, progress: bool = True,
@@ -421,6 +434,10 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     if main:
         record_start(run_dir, it if resume else None)
     log = RunLog(run_dir / "log.csv", keep_until=it if resume else None) if main else None
+    keeper = (BestKeeper(run_dir, evaluation.best, evaluation.higher_is_better)
+              if main and evaluation is not None and evaluation.best else None)
+    guard = CollapseGuard(train.collapse_factor, train.collapse_window, train.collapse_patience,
+                          log.rows if log is not None else [])
     bar = Progress(total, desc=run_dir.name, enabled=progress and main, initial=it)
     lrs: dict[str, float] = {}
     epoch = -1
@@ -455,6 +472,13 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                 due = evaluation is not None and (it % evaluation.every == 0 or it == total)
                 if evaluation is not None:
                     row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
+                runaway = guard.check(it, stats)
+                if runaway is not None:
+                    if main:
+                        log.append(row)
+                    raise CollapseError(_collapse_message(runaway, run_dir, saved, keeper))
+                if keeper is not None and due:
+                    keeper.offer(it, task.modules(), row)
                 if not main:
                     continue
                 try:

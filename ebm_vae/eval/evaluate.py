@@ -344,7 +344,7 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
                                clf.fid(pair.revised, ev.reference))))
 
     title = f"classifier FID vs {ev.reference} (offline; not paper FID)"
-    return Evaluation(ev.every, keys, run, title)
+    return Evaluation(ev.every, keys, run, title, best="cls_fid_revised")
 
 
 def write_inception_stats(dataset: str, root: Optional[str], split: str,

@@ -1,0 +1,192 @@
+"""Long runs: stabilisers as config keys, kept checkpoints, the best checkpoint, the collapse guard."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from ebm_vae.core.config import ConfigError, config_from_dict
+from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
+from ebm_vae.core.runs import best_score, checkpoint_dirs, load_run, read_checkpoint
+from ebm_vae.core.teach import ebm_loss, make_optimizers, teach_step
+from ebm_vae.core.models import build_models
+from ebm_vae.core.train import Evaluation, train_generation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(raw, images, out, max_iters, resume=False, evaluation=None):
+    return train_generation(config_from_dict(raw), out, max_iters, resume, images=images,
+                            progress=False, evaluation=evaluation)
+
+
+# ---- config -----------------------------------------------------------------------------------
+
+def test_stabilisers_off_and_on_validate(tiny_raw):
+    off = config_from_dict(tiny_raw).train
+    assert (off.data_noise, off.energy_penalty, off.keep_every, off.collapse_factor) == (0, 0, 0, 0)
+    tiny_raw["train"].update(data_noise=0.01, energy_penalty=1e-6, keep_every=100,
+                             collapse_factor=100.0, collapse_window=50, collapse_patience=3)
+    on = config_from_dict(tiny_raw).train
+    assert (on.data_noise, on.energy_penalty, on.keep_every) == (0.01, 1e-6, 100)
+
+
+@pytest.mark.parametrize("key,value", [("keep_every", -1), ("data_noise", -0.1),
+                                       ("energy_penalty", -1.0), ("collapse_factor", -2.0),
+                                       ("collapse_window", 0), ("collapse_patience", 0)])
+def test_bad_stabiliser_values_name_the_key(tiny_raw, key, value):
+    tiny_raw["train"][key] = value
+    with pytest.raises(ConfigError, match=rf"train\.{key}"):
+        config_from_dict(tiny_raw)
+
+
+def test_train_tool_rejects_negative_keep_every_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "-c",
+                          str(ROOT / "experiments" / "mnist_cpu.yaml"), "--out", str(tmp_path / "r"),
+                          "--set", "train.keep_every=-5"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "train.keep_every" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---- the stabilisers' math ---------------------------------------------------------------------
+
+def test_energy_penalty_adds_mean_squared_energies():
+    w = paddle.to_tensor([[2.0], [-1.0]])
+    f = lambda x: paddle.matmul(x, w).squeeze(1)  # f(x) = 2 x0 - x1
+    x_data = paddle.to_tensor([[1.0, 0.0], [0.0, 1.0]])  # f = 2, -1
+    x_rev = paddle.to_tensor([[1.0, 1.0], [2.0, 0.0]])  # f = 1, 4
+    plain, _, _ = ebm_loss(f, x_data, x_rev)
+    assert float(plain) == pytest.approx(2.5 - 0.5)
+    loss, f_data, f_rev = ebm_loss(f, x_data, x_rev, energy_penalty=0.1)
+    assert float(loss) == pytest.approx(2.0 + 0.1 * ((4 + 1) / 2 + (1 + 16) / 2))
+    assert (float(f_data), float(f_rev)) == (0.5, 2.5)  # the logged means are unchanged
+
+
+def _step(raw, data_noise):
+    cfg = config_from_dict(raw)
+    paddle.seed(0)
+    models = build_models(cfg.model)
+    opt_e, opt_v = make_optimizers(models, 1e-3, 1e-3, 0.5, 0.999)
+    x = paddle.zeros([6, 1, 8, 8])
+    paddle.seed(1)
+    stats, _, _ = teach_step(models, opt_e, opt_v, x, 5, cfg.model.latent_dim, cfg.langevin, 2.0,
+                             data_noise=data_noise)
+    return stats
+
+
+def test_data_noise_changes_what_the_ebm_sees_and_zero_is_the_paper(tiny_raw):
+    assert _step(tiny_raw, 0.0) == _step(tiny_raw, 0.0)
+    assert _step(tiny_raw, 0.0).f_data != _step(tiny_raw, 0.5).f_data
+
+
+def test_diagnostics_are_logged(tiny_raw, tiny_images, tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path, 2)
+    row = list(csv.DictReader(open(tmp_path / "log.csv")))[-1]
+    for key in ("chain_move", "revised_abs_max", "langevin_grad_rms", "ebm_weight_norm"):
+        assert float(row[key]) > 0, key
+
+
+# ---- kept checkpoints ----------------------------------------------------------------------------
+
+def _kept(run: Path) -> list[int]:
+    return [it for it, _ in checkpoint_dirs(run)]
+
+
+def test_keep_every_keeps_multiples_and_survives_resume(tiny_raw, tiny_images, tmp_path):
+    tiny_raw["train"].update(checkpoint_every=1, keep_every=3, epochs=4)
+    _run(tiny_raw, tiny_images, tmp_path, 7)
+    assert _kept(tmp_path) == [3, 6, 7]
+    _run(tiny_raw, tiny_images, tmp_path, 10, resume=True)
+    assert _kept(tmp_path) == [3, 6, 9, 10]
+
+
+def test_without_keep_every_only_the_newest_stays(tiny_raw, tiny_images, tmp_path):
+    tiny_raw["train"].update(checkpoint_every=1)
+    _run(tiny_raw, tiny_images, tmp_path, 4)
+    assert _kept(tmp_path) == [4]
+
+
+# ---- the best checkpoint -------------------------------------------------------------------------
+
+def _scripted(scores: dict[int, float], higher: bool = False):
+    """An evaluation hook whose score at the n-th evaluation is scores[n]."""
+    calls = []
+
+    def hook(models, cfg, run_dir, progress):
+        def run():
+            calls.append(len(calls) + 1)
+            return {"score": scores[len(calls)]}
+        return Evaluation(1, ["score"], run, "score", best="score", higher_is_better=higher)
+    return hook
+
+
+def test_best_is_replaced_only_by_a_better_score_and_loads(tiny_raw, tiny_images, tmp_path):
+    tiny_raw["eval"] = {"every": 1}
+    tiny_raw["train"].update(checkpoint_every=1, keep_every=1)
+    _run(tiny_raw, tiny_images, tmp_path, 5,
+         evaluation=_scripted({1: 5.0, 2: 3.0, 3: 4.0, 4: 3.0, 5: 9.0}))
+    assert best_score(tmp_path) == ("score", 3.0, 2)
+    best = read_checkpoint(tmp_path / "checkpoints" / "best")
+    same = read_checkpoint(tmp_path / "checkpoints" / "iter_0000002")
+    assert best["iteration"] == 2
+    for name, state in same["modules"].items():
+        for k, v in state.items():
+            np.testing.assert_array_equal(best["modules"][name][k].numpy(), v.numpy(), err_msg=k)
+    run = load_run(tmp_path / "checkpoints" / "best")  # loads like any checkpoint folder
+    assert run.iteration == 2
+    # resumed: the kept score carries over; only a strictly better one replaces it
+    _run(tiny_raw, tiny_images, tmp_path, 7, resume=True,
+         evaluation=_scripted({1: 2.5, 2: 2.9}))
+    assert best_score(tmp_path) == ("score", 2.5, 6)
+
+
+def test_best_with_higher_is_better(tmp_path):
+    layer = paddle.nn.Linear(2, 1)
+    keeper = BestKeeper(tmp_path, "psnr", higher_is_better=True)
+    assert keeper.offer(1, {"ebm": layer}, {"psnr": 10.0})
+    assert not keeper.offer(2, {"ebm": layer}, {"psnr": 9.0})
+    assert not keeper.offer(3, {"ebm": layer}, {"psnr": float("nan")})
+    assert keeper.offer(4, {"ebm": layer}, {"psnr": 11.0})
+    assert best_score(tmp_path) == ("psnr", 11.0, 4)
+    assert json.loads((tmp_path / "checkpoints" / "best" / "state.json").read_text())["iteration"] == 4
+
+
+# ---- the collapse guard --------------------------------------------------------------------------
+
+def _rows(gaps):
+    return [{"f_data": g / 2, "f_revised": -g / 2} for g in gaps]
+
+
+def test_guard_fires_on_a_runaway_energy_gap():
+    rng = np.random.default_rng(0)
+    normal = 1e6 * np.exp(rng.normal(0, 1, 600))  # gaps swinging over an order of magnitude
+    runaway = 1e6 * np.geomspace(1, 1e4, 200)  # the gap grows 10,000-fold in 200 iterations
+    guard = CollapseGuard(factor=100, window=500, patience=10)
+    fired = [i for i, row in enumerate(_rows(np.concatenate([normal, runaway])))
+             if guard.check(i, row) is not None]
+    assert fired and 600 < fired[0] < 800
+
+
+def test_guard_is_silent_on_a_normal_log_and_when_off():
+    rng = np.random.default_rng(1)
+    gaps = 1e6 * np.exp(rng.normal(0, 1.5, 5000)) * np.linspace(1, 5, 5000)  # noisy, slow drift
+    for factor in (100, 0):
+        guard = CollapseGuard(factor=factor, window=500, patience=10)
+        assert all(guard.check(i, row) is None for i, row in enumerate(_rows(gaps)))
+
+
+def test_guard_stops_training_keeping_the_saved_state(tiny_raw, tiny_images, tmp_path):
+    tiny_raw["train"].update(checkpoint_every=1, collapse_factor=1e-9, collapse_window=2,
+                             collapse_patience=1)  # any gap is a "runaway" once the window is full
+    with pytest.raises(CollapseError, match=r"iteration 3: the energy gap .*--resume"):
+        _run(tiny_raw, tiny_images, tmp_path, 6)
+    assert _kept(tmp_path) == [2]
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
