@@ -190,3 +190,29 @@ def test_guard_stops_training_keeping_the_saved_state(tiny_raw, tiny_images, tmp
     assert _kept(tmp_path) == [2]
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+
+
+# ---- curves of several runs ----------------------------------------------------------------------
+
+def test_curves_tool_writes_long_csv_and_png(tiny_raw, tiny_images, tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path / "a", 4)
+    tiny_raw["train"]["data_noise"] = 0.1
+    _run(tiny_raw, tiny_images, tmp_path / "b", 4)
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "curves.py"), "--run",
+                          f"base={tmp_path / 'a'}", "--run", f"noise={tmp_path / 'b'}", "--metric",
+                          "energy_gap", "--metric", "ebm_weight_norm", "--log-scale", "energy_gap",
+                          "--every", "2", "--out", str(tmp_path / "cmp")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "cmp.csv")))
+    assert {(r["config"], int(r["iteration"]), r["metric"]) for r in rows} == {
+        (c, i, m) for c in ("base", "noise") for i in (2, 4) for m in ("energy_gap", "ebm_weight_norm")}
+    log = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    gap = next(float(r["value"]) for r in rows if r["config"] == "base" and r["iteration"] == "4"
+               and r["metric"] == "energy_gap")
+    assert gap == pytest.approx(float(log[3]["f_data"]) - float(log[3]["f_revised"]))
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "curves.py"), "--run",
+                          f"a={tmp_path / 'a'}", "--metric", "nosuch", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: no run logged nosuch"
