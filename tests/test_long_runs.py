@@ -216,3 +216,19 @@ def test_curves_tool_writes_long_csv_and_png(tiny_raw, tiny_images, tmp_path):
                           f"a={tmp_path / 'a'}", "--metric", "nosuch", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: no run logged nosuch"
+
+
+def test_eval_every_with_inception_fid_but_no_weights_fails_before_training(tiny_raw, tiny_images,
+                                                                          tmp_path):
+    from ebm_vae.eval.evaluate import training_evaluation
+    from ebm_vae.eval.inception import InceptionWeightsError
+    tiny_raw["eval"] = {"every": 1, "metric": "fid", "inception": str(tmp_path / "none.pdparams")}
+    with pytest.raises(InceptionWeightsError, match="none.pdparams not found"):
+        _run(tiny_raw, tiny_images, tmp_path / "r", 2, evaluation=training_evaluation)
+    assert not (tmp_path / "r" / "log.csv").exists()
+
+
+def test_eval_metric_must_be_known(tiny_raw):
+    tiny_raw["eval"] = {"every": 5, "metric": "inception_score"}
+    with pytest.raises(ConfigError, match=r"eval\.metric"):
+        config_from_dict(tiny_raw)

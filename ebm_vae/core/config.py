@@ -161,14 +161,19 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings. During training (every > 0) the offline classifier-feature FID of
-    VAE proposals and revised samples is logged and plotted; it is NOT comparable to paper FIDs."""
+    """Evaluation settings. During training (every > 0) `metric` of VAE proposals and revised
+    samples is logged and plotted, and the best state kept; cls_fid is NOT comparable to paper
+    FIDs."""
     every: int = 0  # iterations between evaluations during training; 0 = off
+    # the in-training metric: cls_fid (offline classifier-feature FID, trained on first use) or
+    # fid (Inception FID; needs the weights: eval.inception, $EBM_VAE_INCEPTION or the cache)
+    metric: Literal["cls_fid", "fid"] = "cls_fid"
     num_samples: int = 1000  # generated images per evaluation during training
     reference: Literal["train", "test"] = "train"  # split whose statistics FID compares against
     classifier: Optional[str] = None  # classifier checkpoint; null: <run dir>/classifier.ckpt (trained if missing)
     classifier_epochs: int = 1  # epochs when the classifier has to be trained
-    inception: Optional[str] = None  # FID Inception .pdparams for tools/evaluate.py (or --inception)
+    inception: Optional[str] = None  # FID Inception .pdparams (null: $EBM_VAE_INCEPTION, the cache)
+    reference_images: Optional[int] = None  # fid: the first N reference images (null: the split)
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,8 @@ def _check_ranges(cfg: Config) -> None:
              f"must be >= 1, got {cfg.eval.classifier_epochs}")
     _require(cfg.eval.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {cfg.eval.every}")
     _require(cfg.eval.num_samples >= 2, "eval.num_samples", f"must be >= 2, got {cfg.eval.num_samples}")
+    _require(cfg.eval.reference_images is None or cfg.eval.reference_images >= 2,
+             "eval.reference_images", "must be >= 2 or null (the whole split)")
 
 
 def _check_learning(cfg: Any) -> None:

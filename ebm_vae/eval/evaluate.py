@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import paddle
@@ -315,14 +315,32 @@ def _reconstruction(run: Run, images: np.ndarray, steps: int, batch_size: int, z
 
 # ---- during training ------------------------------------------------------------------------------
 
-def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True) -> Evaluation:
-    """The classifier-FID `Evaluation` for `fit` (eval.every > 0): FID of `eval.num_samples`
-    proposals and revised samples (training Langevin steps), drawn from the same z each time.
-    Pass it to `core.train.train_generation(..., evaluation=training_evaluation)`."""
+def _scorer(cfg: Config, run_dir: Path, progress: bool
+            ) -> tuple[str, Callable[[np.ndarray], float], str]:
+    """(metric name, images -> score, plot title) of `eval.metric`. Loads what the metric needs
+    now, so a missing classifier or Inception weights fail before the first iteration."""
     ev = cfg.eval
+    if ev.metric == "fid":
+        net = load_inception(ev.inception)  # one-line error without weights
+        ref = reference_stats(net, cfg.data.name, cfg.data.root, ev.reference,
+                              ev.reference_images, progress=progress)[0]
+        score = lambda x: frechet_distance(feature_stats(
+            inception_outputs(net, x, probs=False)[0]), ref)
+        return "fid", score, f"Inception FID vs {ev.reference} ({ev.num_samples} samples)"
     clf = ensure_classifier(classifier_path(run_dir, ev.classifier), cfg.data.name, cfg.data.root,
                             ev.classifier_epochs, progress)
-    keys = ["cls_fid_proposals", "cls_fid_revised"]
+    return ("cls_fid", lambda x: clf.fid(x, ev.reference),
+            f"classifier FID vs {ev.reference} (offline; not paper FID)")
+
+
+def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True) -> Evaluation:
+    """The `Evaluation` for `fit` (eval.every > 0): `eval.metric` (classifier FID, or Inception
+    FID) of `eval.num_samples` proposals and revised samples (training Langevin steps), drawn
+    from the same z each time; the revised samples' score chooses checkpoints/best.
+    Pass it to `core.train.train_generation(..., evaluation=training_evaluation)`."""
+    ev = cfg.eval
+    name, score, title = _scorer(cfg, run_dir, progress)
+    keys = [f"{name}_proposals", f"{name}_revised"]
 
     def run() -> dict[str, float]:
         # side-effect free: modes and states (batch-norm running statistics) are restored
@@ -338,11 +356,9 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
             for m, mode, state in zip(models, modes, states):
                 m.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
                 m.train() if mode else m.eval()
-        return dict(zip(keys, (clf.fid(pair.proposals, ev.reference),
-                               clf.fid(pair.revised, ev.reference))))
+        return dict(zip(keys, (score(pair.proposals), score(pair.revised))))
 
-    title = f"classifier FID vs {ev.reference} (offline; not paper FID)"
-    return Evaluation(ev.every, keys, run, title, best="cls_fid_revised")
+    return Evaluation(ev.every, keys, run, title, best=keys[1])
 
 
 def write_inception_stats(dataset: str, root: Optional[str], split: str,
