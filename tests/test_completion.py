@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import paddle
@@ -22,6 +23,7 @@ from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
 from ebm_vae.utils.provenance import code_version
+from ebm_vae.utils.runlock import run_lock
 from tools import complete as complete_tool
 
 SIZE = 16
@@ -562,6 +564,18 @@ def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
         first = next(__import__("csv").DictReader(fh))
     np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
                                float(first["psnr_hole_harmonic"]), rtol=1e-6)
+
+
+def test_train_refuses_a_run_folder_in_use(trained_run, capsys):
+    _, run = trained_run
+    log = (run / "log.csv").read_bytes()
+    capsys.readouterr()
+    with run_lock(run):  # held by this process: the trainer's own lock is refused all the same
+        assert complete_tool.main(["train", "--resume", str(run), "--max-iters", "9",
+                                   "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {run} is in use by process {os.getpid()} (started ")
+    assert (run / "log.csv").read_bytes() == log
 
 
 def test_fill_checks_size_and_keeps_visible_pixels(trained_run, tmp_path):

@@ -32,6 +32,7 @@ from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, checkpoint_it
 from ebm_vae.core.train import TrainingError, read_log, train_generation
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import WriteError
+from ebm_vae.utils.runlock import LOCK_FILE
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -472,6 +473,37 @@ def test_tool_user_errors_are_one_line(mnist_root, tmp_path, capsys):
     assert _train("--resume", str(a), "--max-iters", "1") == 0  # resumes from iteration 0
     assert "starting again from iteration 0" in capsys.readouterr().err
     assert [int(r["iteration"]) for r in read_log(a / "log.csv")] == [1]
+
+
+_HOLD = ("import sys, time\nfrom ebm_vae.utils.runlock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n")
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_leaves_no_stuck_lock(mnist_root,
+                                                                                  tmp_path, capsys):
+    cfg = str(_config_file(tmp_path))
+    run = tmp_path / "run"
+    fresh = ["-c", cfg, "--data-root", str(mnist_root), "--out", str(run)]
+    assert _train(*fresh, "--max-iters", "1") == 0
+    log = (run / "log.csv").read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        for args in (["--resume", str(run)], fresh):
+            assert _train(*args, "--max-iters", "2") == 2
+            line = _error_line(capsys)
+            assert f"{run} is in use by process {holder.pid} (started " in line, line
+            assert (run / "log.csv").read_bytes() == log and checkpoint_iteration(run) == 1
+    finally:
+        holder.kill()  # SIGKILL: the OS drops its lock, the lock file stays
+        holder.wait()
+    assert (run / LOCK_FILE).is_file()
+    assert _train("--resume", str(run), "--max-iters", "2") == 0
+    assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == [1, 2]
+    assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())  # the last holder
 
 
 # ------------------------------------------------------------------------------------------
