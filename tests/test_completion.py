@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -19,6 +24,7 @@ from ebm_vae.completion.model import (FillError, build_conditional_models, compl
                                       condition, conditional_langevin, load_completion_run,
                                       eval_masks)
 from ebm_vae.core.config import ConfigError, LangevinConfig
+from ebm_vae.core.runs import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
@@ -576,6 +582,43 @@ def test_train_refuses_a_run_folder_in_use(trained_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: {run} is in use by process {os.getpid()} (started ")
     assert (run / "log.csv").read_bytes() == log
+
+
+def _log_rows(run: Path) -> int:
+    try:
+        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+def test_train_stops_on_sigint_and_sigterm_with_130_and_143(trained_run, tmp_path):
+    """As tools/train.py: a checkpoint at the last iteration, one line, exit 128 + signal."""
+    root, _ = trained_run
+    raw = tiny_completion_raw(str(root))
+    raw["train"].update(epochs=1000, checkpoint_every=1000)
+    cfg_path = tmp_path / "long.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    root_dir = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root_dir), "EBM_VAE_THREADS": "1"}
+    start = ["-c", str(cfg_path), "--out", str(run)]
+    resume = ["--resume", str(run)]
+    for sig, code, args in [(signal.SIGINT, 130, start), (signal.SIGTERM, 143, resume)]:
+        before = _log_rows(run)
+        proc = subprocess.Popen([sys.executable, "tools/complete.py", "train", *args,
+                                 "--no-progress"], cwd=root_dir, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while _log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        line = [x for x in err.splitlines() if x.startswith("interrupted:")]
+        assert len(line) == 1 and "Traceback" not in err, err
+        it = checkpoint_iteration(run)
+        assert f"{sig.name}: stopped after iteration {it}" in line[0] and it >= before + 2
 
 
 def test_fill_checks_size_and_keeps_visible_pixels(trained_run, tmp_path):

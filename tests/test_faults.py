@@ -30,14 +30,17 @@ from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, checkpoint_iteration,
                                latest_checkpoint, layer_states, read_checkpoint, save_checkpoint)
 from ebm_vae.core.train import TrainingError, read_log, train_generation
-from ebm_vae.errors import UserError
+from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
+from ebm_vae.utils.cli import run_tool
 from ebm_vae.utils.runlock import LOCK_FILE
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import convert_run as convert_tool  # noqa: E402
+import evaluate as evaluate_tool  # noqa: E402
+import reproduce as reproduce_tool  # noqa: E402
 import sample as sample_tool  # noqa: E402
 import train as train_tool  # noqa: E402
 
@@ -473,6 +476,35 @@ def test_tool_user_errors_are_one_line(mnist_root, tmp_path, capsys):
     assert _train("--resume", str(a), "--max-iters", "1") == 0  # resumes from iteration 0
     assert "starting again from iteration 0" in capsys.readouterr().err
     assert [int(r["iteration"]) for r in read_log(a / "log.csv")] == [1]
+
+
+def test_tools_share_one_handler_for_their_errors_and_ctrl_c(capsys):
+    def raising(err: BaseException):
+        def body():
+            raise err
+        return body
+    stopped = Stopped("SIGTERM: stopped after iteration 3")
+    stopped.exit_code = 143
+    for err, code, line in [(UserError("bad value"), 2, "error: bad value"),
+                            (stopped, 143, "interrupted: SIGTERM: stopped after iteration 3"),
+                            (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)")]:
+        assert run_tool(raising(err)) == code
+        assert capsys.readouterr().err.splitlines() == [line]
+    assert run_tool(lambda: None) == 0 and run_tool(lambda: 3) == 3
+    with pytest.raises(ValueError):  # a bug keeps its traceback
+        run_tool(raising(ValueError("bug")))
+
+
+def test_ctrl_c_in_evaluate_and_reproduce_is_one_line(tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate_tool, "open_run", ctrl_c)
+    monkeypatch.setattr(reproduce_tool, "find_tables", ctrl_c)
+    for tool, argv in [(evaluate_tool, ["--ckpt", str(tmp_path)]),
+                       (reproduce_tool, ["--table", "6", "--scale", "quick"])]:
+        assert tool.main(argv) == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("interrupted"), err
 
 
 _HOLD = ("import sys, time\nfrom ebm_vae.utils.runlock import run_lock\n"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ebm_vae.errors import UserError
 from ebm_vae.eval.inception import convert_file
+from ebm_vae.utils.cli import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .pdparams")
     args = parser.parse_args(argv)
 
-    try:
-        count = convert_file(args.src, args.dst)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_tool(lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Convert and report the number of values written."""
+    count = convert_file(args.src, args.dst)
     print(f"wrote {args.dst} ({count:,} values)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, latest_checkpoint,
                                load_objects, snapshot_states, write_checkpoint)
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.data.datasets import load_split
-from ebm_vae.errors import UserError
+from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.parallel import (average_batch_norm, check_shards, data_parallel, init_world,
@@ -313,7 +313,7 @@ def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
     return images, run_dir
 
 
-class Interrupted(TrainingError):
+class Interrupted(TrainingError, Stopped):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint; `exit_code` is
     128 + the signal number (130, 143). A TrainingError, so tools that catch only that still
     print its one line."""
