@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.images import to_8bit
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -180,7 +181,7 @@ def _load_image_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
             with Image.open(path, formats=("JPEG", "PNG")) as im:
                 if im.size != (32, 32):
                     raise DatasetError(f"{path} is {im.size[0]}x{im.size[1]}, expected 32x32")
-                x[i] = np.asarray(im.convert("RGB"))
+                x[i] = np.asarray(to_8bit(im, "RGB"))
         except OSError as e:
             raise DatasetError(f"cannot read image {path}: {e}") from e
     return x.transpose(0, 3, 1, 2), np.array([label for _, label in files], np.int64)
