@@ -507,6 +507,16 @@ def test_ctrl_c_in_evaluate_and_reproduce_is_one_line(tmp_path, monkeypatch, cap
         assert len(err) == 1 and err[0].startswith("interrupted"), err
 
 
+@pytest.mark.parametrize("args", [["--out", "s.txt"], ["--out", "s"],
+                                  ["--interpolate", "--out", "i.npz"]])
+def test_sample_tool_refuses_an_out_file_of_another_format(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sample_tool.main(["--ckpt", str(tmp_path), *args]) == 2
+    line = _error_line(capsys)
+    assert f"--out {args[-1]}" in line and (".png" if "--interpolate" in args else ".npz") in line
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
 _HOLD = ("import sys, time\nfrom ebm_vae.utils.runlock import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n")
 

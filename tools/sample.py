@@ -62,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse impossible counts."""
+    """Refuse impossible counts and an --out of another format than the one written."""
     if args.n < 1 or args.pairs < 1 or args.points < 2:
         raise ConfigError("need --n >= 1, --pairs >= 1 and --points >= 2")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.steps is not None and args.steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
-
+    suffix = ".png" if args.interpolate else ".npz"
+    if args.out and Path(args.out).suffix.lower() != suffix:
+        what = "--interpolate writes a PNG" if args.interpolate else "samples are written as .npz"
+        raise ConfigError(f"--out {args.out}: {what}; name the file *{suffix}")
 
 
 def sample(args: argparse.Namespace) -> None:
