@@ -115,6 +115,7 @@ def test_idx_missing_files(tmp_path):
     msg = str(err.value)
     for expected in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "data.root", "--data-root"):
         assert expected in msg
+    assert f"in {tmp_path}. Expected " in msg  # two sentences
 
 
 def test_idx_truncated_gz(tmp_path):
@@ -259,6 +260,7 @@ def test_cifar_missing(tmp_path):
     for expected in ("data_batch_1", "test_batch", data._CIFAR_DIR, data._CIFAR_TAR, "train/<class>",
                      "data.root", "--data-root"):
         assert expected in msg
+    assert "found). Expected " in msg
 
 
 def test_cifar_truncated_tar(tmp_path):

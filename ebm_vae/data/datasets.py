@@ -247,7 +247,8 @@ def load_split(name: str, root: str | None, split: str = "train") -> tuple[np.nd
     try:
         x, y = _LOADERS[name](root, split)
     except DatasetError as e:
-        raise DatasetError(f"{name}: {e} {_help(name, offer_download=local)}") from e
+        what = str(e).rstrip(".")
+        raise DatasetError(f"{name}: {what}. {_help(name, offer_download=local)}") from e
     images = x.astype(np.float32, order="C")
     images /= 127.5
     images -= 1.0
