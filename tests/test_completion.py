@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -18,10 +24,12 @@ from ebm_vae.completion.model import (FillError, build_conditional_models, compl
                                       condition, conditional_langevin, load_completion_run,
                                       eval_masks)
 from ebm_vae.core.config import ConfigError, LangevinConfig
+from ebm_vae.core.runs import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
-from ebm_vae.data.folders import load_folder_split, to_float
+from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
 from ebm_vae.utils.provenance import code_version
+from ebm_vae.utils.runlock import run_lock
 from tools import complete as complete_tool
 
 SIZE = 16
@@ -224,6 +232,28 @@ def test_facade_base_and_pix2pix_layouts(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="neither"):
         load_folder_split("cmp_facade", str(tmp_path / "empty"), "train", 4, "stretch")
+
+
+def _save_16_bit(path: Path, grey: np.ndarray) -> np.ndarray:
+    """Save uint16 `grey` as a 16-bit greyscale PNG; return the 8-bit values it stands for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grey.astype(np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")  # Pillow reads it as 16-bit
+    return np.round(grey / 65535 * 255).astype(np.uint8)
+
+
+def test_16_bit_greyscale_pictures_and_masks_are_scaled_not_clipped(tmp_path):
+    """Pillow's own conversion clips 16-bit values at 255: nearly every pixel came out white."""
+    grey = np.arange(8 * 8).reshape(8, 8) * 1000
+    eight = _save_16_bit(tmp_path / "b/train/pic.png", grey)
+    assert 0 < eight.mean() < 255
+    picture = read_image(tmp_path / "b/train/pic.png")
+    folder = load_folder_split("paris_street_view", str(tmp_path / "b"), "train", 8, "stretch")
+    for c in range(3):
+        np.testing.assert_array_equal(picture[0, c], to_float(eight))
+        np.testing.assert_array_equal(folder[0, c], eight)
+    _save_16_bit(tmp_path / "mask.png", grey)  # white (>= 128 of 255) only from 128 * 257 up
+    np.testing.assert_array_equal(load_mask(tmp_path / "mask.png")[0, 0], eight >= 128)
 
 
 # ---- conditional Langevin and filling --------------------------------------------------------
@@ -562,6 +592,70 @@ def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
         first = next(__import__("csv").DictReader(fh))
     np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
                                float(first["psnr_hole_harmonic"]), rtol=1e-6)
+
+
+def test_fill_of_a_16_bit_picture_keeps_its_visible_pixels(trained_run, tmp_path):
+    _, run = trained_run
+    grey = np.random.default_rng(3).integers(0, 65536, (SIZE, SIZE))
+    eight = _save_16_bit(tmp_path / "in.png", grey)
+    hole = np.zeros((SIZE, SIZE), np.uint8)
+    hole[4:10, 5:12] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    assert complete_tool.main(["fill", "--ckpt", str(run), "--image", str(tmp_path / "in.png"),
+                               "--mask", str(tmp_path / "mask.png"), "--out",
+                               str(tmp_path / "out.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c][hole == 0], eight[hole == 0])
+
+
+def test_train_refuses_a_run_folder_in_use(trained_run, capsys):
+    _, run = trained_run
+    log = (run / "log.csv").read_bytes()
+    capsys.readouterr()
+    with run_lock(run):  # held by this process: the trainer's own lock is refused all the same
+        assert complete_tool.main(["train", "--resume", str(run), "--max-iters", "9",
+                                   "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {run} is in use by process {os.getpid()} (started ")
+    assert (run / "log.csv").read_bytes() == log
+
+
+def _log_rows(run: Path) -> int:
+    try:
+        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+def test_train_stops_on_sigint_and_sigterm_with_130_and_143(trained_run, tmp_path):
+    """As tools/train.py: a checkpoint at the last iteration, one line, exit 128 + signal."""
+    root, _ = trained_run
+    raw = tiny_completion_raw(str(root))
+    raw["train"].update(epochs=1000, checkpoint_every=1000)
+    cfg_path = tmp_path / "long.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    root_dir = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root_dir), "EBM_VAE_THREADS": "1"}
+    start = ["-c", str(cfg_path), "--out", str(run)]
+    resume = ["--resume", str(run)]
+    for sig, code, args in [(signal.SIGINT, 130, start), (signal.SIGTERM, 143, resume)]:
+        before = _log_rows(run)
+        proc = subprocess.Popen([sys.executable, "tools/complete.py", "train", *args,
+                                 "--no-progress"], cwd=root_dir, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while _log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        line = [x for x in err.splitlines() if x.startswith("interrupted:")]
+        assert len(line) == 1 and "Traceback" not in err, err
+        it = checkpoint_iteration(run)
+        assert f"{sig.name}: stopped after iteration {it}" in line[0] and it >= before + 2
 
 
 def test_fill_checks_size_and_keeps_visible_pixels(trained_run, tmp_path):

@@ -115,6 +115,7 @@ def test_idx_missing_files(tmp_path):
     msg = str(err.value)
     for expected in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "data.root", "--data-root"):
         assert expected in msg
+    assert f"in {tmp_path}. Expected " in msg  # two sentences
 
 
 def test_idx_truncated_gz(tmp_path):
@@ -225,6 +226,18 @@ def test_cifar_jpg_and_gray_images(tmp_path):
         np.testing.assert_array_equal(x[2, c], scaled(smooth))
 
 
+def test_16_bit_greyscale_images_are_scaled_not_clipped(tmp_path):
+    """Pillow's own conversion clips 16-bit values at 255: every pixel but black came out white."""
+    wide = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64).astype(np.uint16)
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    Image.fromarray(wide).save(tmp_path / "train" / "cat" / "a.png")
+    assert Image.open(tmp_path / "train" / "cat" / "a.png").mode.startswith("I")  # 16-bit file
+    x, _ = load_split("cifar10", str(tmp_path))
+    expected = np.round(wide / 65535 * 255).astype(np.uint8)
+    for c in range(3):
+        np.testing.assert_array_equal(x[0, c], scaled(expected))
+
+
 def test_cifar_folder_wrong_size(tmp_path):
     (tmp_path / "test" / "cat").mkdir(parents=True)
     Image.new("RGB", (32, 32)).save(tmp_path / "test" / "cat" / "ok.png")
@@ -247,6 +260,7 @@ def test_cifar_missing(tmp_path):
     for expected in ("data_batch_1", "test_batch", data._CIFAR_DIR, data._CIFAR_TAR, "train/<class>",
                      "data.root", "--data-root"):
         assert expected in msg
+    assert "found). Expected " in msg
 
 
 def test_cifar_truncated_tar(tmp_path):

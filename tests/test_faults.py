@@ -30,13 +30,17 @@ from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, checkpoint_iteration,
                                latest_checkpoint, layer_states, read_checkpoint, save_checkpoint)
 from ebm_vae.core.train import TrainingError, read_log, train_generation
-from ebm_vae.errors import UserError
+from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
+from ebm_vae.utils.cli import run_tool
+from ebm_vae.utils.runlock import LOCK_FILE
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import convert_run as convert_tool  # noqa: E402
+import evaluate as evaluate_tool  # noqa: E402
+import reproduce as reproduce_tool  # noqa: E402
 import sample as sample_tool  # noqa: E402
 import train as train_tool  # noqa: E402
 
@@ -472,6 +476,76 @@ def test_tool_user_errors_are_one_line(mnist_root, tmp_path, capsys):
     assert _train("--resume", str(a), "--max-iters", "1") == 0  # resumes from iteration 0
     assert "starting again from iteration 0" in capsys.readouterr().err
     assert [int(r["iteration"]) for r in read_log(a / "log.csv")] == [1]
+
+
+def test_tools_share_one_handler_for_their_errors_and_ctrl_c(capsys):
+    def raising(err: BaseException):
+        def body():
+            raise err
+        return body
+    stopped = Stopped("SIGTERM: stopped after iteration 3")
+    stopped.exit_code = 143
+    for err, code, line in [(UserError("bad value"), 2, "error: bad value"),
+                            (stopped, 143, "interrupted: SIGTERM: stopped after iteration 3"),
+                            (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)")]:
+        assert run_tool(raising(err)) == code
+        assert capsys.readouterr().err.splitlines() == [line]
+    assert run_tool(lambda: None) == 0 and run_tool(lambda: 3) == 3
+    with pytest.raises(ValueError):  # a bug keeps its traceback
+        run_tool(raising(ValueError("bug")))
+
+
+def test_ctrl_c_in_evaluate_and_reproduce_is_one_line(tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate_tool, "open_run", ctrl_c)
+    monkeypatch.setattr(reproduce_tool, "find_tables", ctrl_c)
+    for tool, argv in [(evaluate_tool, ["--ckpt", str(tmp_path)]),
+                       (reproduce_tool, ["--table", "6", "--scale", "quick"])]:
+        assert tool.main(argv) == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("interrupted"), err
+
+
+@pytest.mark.parametrize("args", [["--out", "s.txt"], ["--out", "s"],
+                                  ["--interpolate", "--out", "i.npz"]])
+def test_sample_tool_refuses_an_out_file_of_another_format(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sample_tool.main(["--ckpt", str(tmp_path), *args]) == 2
+    line = _error_line(capsys)
+    assert f"--out {args[-1]}" in line and (".png" if "--interpolate" in args else ".npz") in line
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+_HOLD = ("import sys, time\nfrom ebm_vae.utils.runlock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n")
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_leaves_no_stuck_lock(mnist_root,
+                                                                                  tmp_path, capsys):
+    cfg = str(_config_file(tmp_path))
+    run = tmp_path / "run"
+    fresh = ["-c", cfg, "--data-root", str(mnist_root), "--out", str(run)]
+    assert _train(*fresh, "--max-iters", "1") == 0
+    log = (run / "log.csv").read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        for args in (["--resume", str(run)], fresh):
+            assert _train(*args, "--max-iters", "2") == 2
+            line = _error_line(capsys)
+            assert f"{run} is in use by process {holder.pid} (started " in line, line
+            assert (run / "log.csv").read_bytes() == log and checkpoint_iteration(run) == 1
+    finally:
+        holder.kill()  # SIGKILL: the OS drops its lock, the lock file stays
+        holder.wait()
+    assert (run / LOCK_FILE).is_file()
+    assert _train("--resume", str(run), "--max-iters", "2") == 0
+    assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == [1, 2]
+    assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())  # the last holder
 
 
 # ------------------------------------------------------------------------------------------

@@ -384,14 +384,14 @@ def test_a_run_being_trained_by_another_process_is_waited_for(tmp_path):
     import threading
     import time
 
-    from ebm_vae.reproduce.pipeline import run_lock
+    from ebm_vae.reproduce.pipeline import wait_for_run
 
     events = []
 
     def second():
-        with run_lock(tmp_path / "run"):
+        with wait_for_run(tmp_path / "run"):
             events.append("second")
-    with run_lock(tmp_path / "run"):
+    with wait_for_run(tmp_path / "run"):
         t = threading.Thread(target=second)
         t.start()
         time.sleep(0.3)

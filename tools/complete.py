@@ -24,8 +24,7 @@ from ebm_vae.completion.model import build_conditional_models, train_completion
 from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
-from ebm_vae.errors import UserError
-from ebm_vae.utils.cli import add_threads_arg, add_train_args, resolve
+from ebm_vae.utils.cli import add_threads_arg, add_train_args, resolve, run_tool
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -118,12 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")
     args = parser.parse_args(argv)
-    try:
-        {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve}[args.command](args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve}[args.command]
+    return run_tool(lambda: command(args))
 
 
 if __name__ == "__main__":

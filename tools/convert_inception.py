@@ -23,8 +23,8 @@ import argparse
 import sys
 import time
 
-from ebm_vae.errors import UserError
 from ebm_vae.eval.inception import convert_file, default_weights_path
+from ebm_vae.utils.cli import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,16 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", nargs="?", help=f"output .pdparams (default {default_weights_path()})")
     args = parser.parse_args(argv)
 
+    return run_tool(lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Convert and report what was written."""
     dst = args.dst or default_weights_path()
     start = time.time()
-    try:
-        count, logits = convert_file(args.src, dst)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    count, logits = convert_file(args.src, dst)
     print(f"wrote {dst} ({count:,} values, {'FID and IS' if logits else 'pool3 only: FID, not IS'}; "
           f"{time.time() - start:.1f} s)")
-    return 0
 
 
 if __name__ == "__main__":

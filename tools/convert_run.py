@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights, split_checkpoint
 from ebm_vae.errors import UserError
+from ebm_vae.utils.cli import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,22 +31,21 @@ def main(argv: list[str] | None = None) -> int:
                         "folder given: what shipped weights look like; tools/sample.py and "
                         "ebm_vae.load_run read such a folder")
     args = parser.parse_args(argv)
+    return run_tool(lambda: convert(args))
 
-    try:
-        run_dir = split_checkpoint(args.run_dir)[0]
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
-        if args.weights_only:
-            out = export_weights(args.run_dir, Path(args.weights_only))
-            print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json",
-                  file=sys.stderr)
-            return 0
-        target = convert_legacy(run_dir)
-        print(f"wrote {target} from {run_dir / LEGACY_CHECKPOINT}", file=sys.stderr)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+def convert(args: argparse.Namespace) -> None:
+    """Convert the run, or export its weights (--weights-only)."""
+    run_dir = split_checkpoint(args.run_dir)[0]
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
+    if args.weights_only:
+        out = export_weights(args.run_dir, Path(args.weights_only))
+        print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json",
+              file=sys.stderr)
+        return
+    target = convert_legacy(run_dir)
+    print(f"wrote {target} from {run_dir / LEGACY_CHECKPOINT}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.errors import UserError
 from ebm_vae.eval.curves import run_curves, write_curves
+from ebm_vae.utils.cli import run_tool
 
 
 def _named(text: str) -> tuple[str, Path]:
@@ -35,15 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=50, help="thin per-iteration metrics")
     parser.add_argument("--out", type=Path, required=True, help="OUT.csv and OUT.png")
     args = parser.parse_args(argv)
-    try:
-        rows = run_curves(dict(args.run), args.metric, args.every)
-        write_curves(rows, args.out.with_suffix(".csv"), args.out.with_suffix(".png"),
-                     args.log_scale)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_tool(lambda: compare(args))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Write the curves' CSV and PNG."""
+    rows = run_curves(dict(args.run), args.metric, args.every)
+    write_curves(rows, args.out.with_suffix(".csv"), args.out.with_suffix(".png"), args.log_scale)
     print(f"wrote {args.out.with_suffix('.csv')} ({len(rows)} rows) and .png")
-    return 0
 
 
 if __name__ == "__main__":

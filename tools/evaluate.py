@@ -33,7 +33,7 @@ from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_met
                                    train_and_save_classifier, write_inception_stats)
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
-from ebm_vae.utils.cli import add_threads_arg
+from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.runtime import configure_runtime
 
 
@@ -113,11 +113,7 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_tool(lambda: run(args))
 
 
 def open_run(args: argparse.Namespace):

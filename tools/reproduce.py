@@ -18,11 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.errors import UserError
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
 from ebm_vae.reproduce.spec import find_tables, load_table, metric_names
-from ebm_vae.utils.cli import add_threads_arg
+from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.runtime import configure_runtime
 
 
@@ -59,34 +58,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        roots, folder = parse_data_roots(args.data_root)
-        paths = find_tables(args.table)
-        device = args.device or ("gpu" if args.scale == "paper" else "cpu")
-        extra = [f"device={device}", *args.set]
-        if args.dry_run:
-            for path in paths:
-                spec = load_table(path)
-                runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
-                metrics = metric_names(spec, getattr(spec.scales, args.scale))
-                note = "" if metrics == [spec.metric] else (
-                    f" (the paper's metric is {spec.metric}; classifier metrics are NOT comparable)")
-                print(f"# {path} ({args.scale} scale): {len(runs)} runs; metrics "
-                      f"{', '.join(metrics)}{note}")
-                for run in runs:
-                    print(describe(run, spec.metric))
-            return 0
-        configure_runtime(device, args.threads)  # before any Paddle computation
-        for path in paths:
-            written = reproduce(path, args.scale, Path(args.runs), Path(args.results), roots, folder,
-                                args.threads, args.inception, extra, not args.no_progress,
-                                args.report_only)
-            print("wrote " + ", ".join(map(str, written)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool(lambda: run(args), "interrupted (Ctrl-C): finished runs and evaluations are "
+                    "kept; the same command continues from them")
 
+
+def dry_run(args: argparse.Namespace, paths: list[Path], roots: dict[str, str], folder: str | None,
+            extra: list[str]) -> None:
+    """Print every run's resolved config and command; train nothing."""
+    for path in paths:
+        spec = load_table(path)
+        runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
+        metrics = metric_names(spec, getattr(spec.scales, args.scale))
+        note = "" if metrics == [spec.metric] else (
+            f" (the paper's metric is {spec.metric}; classifier metrics are NOT comparable)")
+        print(f"# {path} ({args.scale} scale): {len(runs)} runs; metrics "
+              f"{', '.join(metrics)}{note}")
+        for run in runs:
+            print(describe(run, spec.metric))
+
+
+def run(args: argparse.Namespace) -> None:
+    """Reproduce the tables (or describe their runs with --dry-run)."""
+    roots, folder = parse_data_roots(args.data_root)
+    paths = find_tables(args.table)
+    device = args.device or ("gpu" if args.scale == "paper" else "cpu")
+    extra = [f"device={device}", *args.set]
+    if args.dry_run:
+        dry_run(args, paths, roots, folder, extra)
+        return
+    configure_runtime(device, args.threads)  # before any Paddle computation
+    for path in paths:
+        written = reproduce(path, args.scale, Path(args.runs), Path(args.results), roots, folder,
+                            args.threads, args.inception, extra, not args.no_progress,
+                            args.report_only)
+        print("wrote " + ", ".join(map(str, written)))
 
 if __name__ == "__main__":
     sys.exit(main())

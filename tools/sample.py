@@ -19,9 +19,8 @@ import numpy as np
 from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import load_run, output_place
 from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
-from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import atomic_write
-from ebm_vae.utils.cli import add_threads_arg
+from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.images import save_grids
 from ebm_vae.utils.runtime import seed_all
 
@@ -59,50 +58,54 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    return run_tool(lambda: sample(args), "interrupted: nothing was written")
 
-    try:
-        if args.n < 1 or args.pairs < 1 or args.points < 2:
-            raise ConfigError("need --n >= 1, --pairs >= 1 and --points >= 2")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-        if args.steps is not None and args.steps < 0:
-            raise ConfigError(f"--steps must be >= 0, got {args.steps}")
-        run_dir, suffix = output_place(args.ckpt)
-        run = load_run(args.ckpt, untrained=args.untrained, device=args.device,
-                       threads=args.threads)
-        seed_all(run.cfg.seed if args.seed is None else args.seed)
-        steps = run.cfg.sample.steps if args.steps is None else args.steps
-        if steps < 0:
-            raise ConfigError("--steps must be >= 0")
-        lv = with_steps(run.cfg.langevin, steps)
-        if args.interpolate:
-            pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
-            out = Path(args.out or run_dir / f"interpolation{suffix}.png")
-            save_grids(out, [("decoded g(z(t))", pair.proposals),
-                             (f"revised ({steps} Langevin steps)", pair.revised)], nrow=args.points)
-            print(f"wrote {out}", file=sys.stderr)
-            return 0
-        batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
-        pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
-                                progress=not args.no_progress)
-        images = np.clip(pair.revised, -1.0, 1.0)
-        out = Path(args.out or run_dir / f"samples{suffix}.npz")
-        arrays = {"images": images}
-        if args.proposals:
-            arrays["proposals"] = pair.proposals
-        save_npz(out, **arrays)
-        save_grids(out.with_suffix(".png"), [("VAE proposals g(z)", pair.proposals[:64]),
-                                             (f"revised ({steps} Langevin steps)", images[:64])])
-        age = "unknown iteration" if run.iteration is None else f"iteration {run.iteration}"
-        print(f"wrote {out} ({len(images)} images, {steps} Langevin steps, {age}) and "
-              f"{out.with_suffix('.png')}", file=sys.stderr)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    return 0
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible counts and an --out of another format than the one written."""
+    if args.n < 1 or args.pairs < 1 or args.points < 2:
+        raise ConfigError("need --n >= 1, --pairs >= 1 and --points >= 2")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    suffix = ".png" if args.interpolate else ".npz"
+    if args.out and Path(args.out).suffix.lower() != suffix:
+        what = "--interpolate writes a PNG" if args.interpolate else "samples are written as .npz"
+        raise ConfigError(f"--out {args.out}: {what}; name the file *{suffix}")
+
+
+def sample(args: argparse.Namespace) -> None:
+    """Draw the samples (or the interpolation grid) and write them."""
+    check_args(args)
+    run_dir, suffix = output_place(args.ckpt)
+    run = load_run(args.ckpt, untrained=args.untrained, device=args.device, threads=args.threads)
+    seed_all(run.cfg.seed if args.seed is None else args.seed)
+    steps = run.cfg.sample.steps if args.steps is None else args.steps
+    if steps < 0:
+        raise ConfigError("--steps must be >= 0")
+    lv = with_steps(run.cfg.langevin, steps)
+    if args.interpolate:
+        pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
+        out = Path(args.out or run_dir / f"interpolation{suffix}.png")
+        save_grids(out, [("decoded g(z(t))", pair.proposals),
+                         (f"revised ({steps} Langevin steps)", pair.revised)], nrow=args.points)
+        print(f"wrote {out}", file=sys.stderr)
+        return
+    batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
+    pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
+                            progress=not args.no_progress)
+    images = np.clip(pair.revised, -1.0, 1.0)
+    out = Path(args.out or run_dir / f"samples{suffix}.npz")
+    arrays = {"images": images}
+    if args.proposals:
+        arrays["proposals"] = pair.proposals
+    save_npz(out, **arrays)
+    save_grids(out.with_suffix(".png"), [("VAE proposals g(z)", pair.proposals[:64]),
+                                         (f"revised ({steps} Langevin steps)", images[:64])])
+    age = "unknown iteration" if run.iteration is None else f"iteration {run.iteration}"
+    print(f"wrote {out} ({len(images)} images, {steps} Langevin steps, {age}) and "
+          f"{out.with_suffix('.png')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,18 @@ import argparse
 import sys
 
 from ebm_vae.core.runs import model_shapes
-from ebm_vae.core.train import Interrupted, train_generation
-from ebm_vae.errors import UserError
+from ebm_vae.core.train import train_generation
 from ebm_vae.eval.evaluate import training_evaluation
-from ebm_vae.utils.cli import add_train_args, resolve
+from ebm_vae.utils.cli import add_train_args, resolve, run_tool
+
+
+def train(args: argparse.Namespace) -> None:
+    """Resolve the flags and train (or resume) the run."""
+    cfg, run_dir, resume = resolve(args, shapes=model_shapes)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
+                     threads=args.threads, evaluation=training_evaluation)
+    print(f"done: {run_dir}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,23 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg, run_dir, resume = resolve(args, shapes=model_shapes)
-        print(f"run folder: {run_dir}", file=sys.stderr)
-        train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
-                         threads=args.threads, evaluation=training_evaluation)
-    except Interrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
-        return err.exit_code
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before training started (data loading): nothing to save
-        print("interrupted before the first iteration: nothing was saved", file=sys.stderr)
-        return 130
-    print(f"done: {run_dir}", file=sys.stderr)
-    return 0
-
+    # Ctrl-C before training started (data loading): nothing to save
+    return run_tool(lambda: train(args), "interrupted before the first iteration: nothing was saved")
 
 if __name__ == "__main__":
     sys.exit(main())

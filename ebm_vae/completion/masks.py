@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.images import to_8bit
 
 
 class MaskError(UserError, ValueError):
@@ -50,7 +51,7 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     if not path.is_file():
         raise MaskError(f"mask file not found: {path}")
     try:
-        grey = np.asarray(Image.open(path).convert("L"))
+        grey = np.asarray(to_8bit(Image.open(path), "L"))
     except OSError as err:  # PIL.UnidentifiedImageError included: not an image
         raise MaskError(f"mask file {path} is not an image Pillow can read: {err}") from err
     if size is not None and grey.shape != tuple(size):

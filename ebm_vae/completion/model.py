@@ -37,6 +37,7 @@ from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, Trainin
                                 start_run)
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.errors import UserError
+from ebm_vae.utils.runlock import run_lock
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
 GRID_PAIRS = 16
@@ -321,19 +322,21 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
 def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
                      progress: bool = True, threads: int | None = None) -> CompletionTask:
-    """Load the training split (unless uint8 `images` are given), build the models, train."""
+    """Load the training split (unless uint8 `images` are given), build the models, train,
+    holding the run folder's lock throughout (a second trainer of the folder is refused)."""
     configure_runtime(cfg.device, threads)
-    if images is None:
-        images = load_folder_split(cfg.data.name, cfg.data.root, "train", cfg.model.image_size,
-                                   cfg.data.resize)
-    if images.dtype != np.uint8:
-        raise TrainingError(f"training images must be uint8, got {images.dtype}")
-    images, run_dir = start_run(cfg, images, run_dir, resume)
-    task = CompletionTask(cfg)  # Paddle was seeded by start_run: the initialisation is the seed's
-    evaluation = (training_evaluation(task, cfg, run_dir, cfg.data.root) if cfg.eval.every > 0
-                  else None)
-    fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        plots=COMPLETION_PLOTS, progress=progress, evaluation=evaluation, config=cfg)
+    with run_lock(run_dir):
+        if images is None:
+            images = load_folder_split(cfg.data.name, cfg.data.root, "train",
+                                       cfg.model.image_size, cfg.data.resize)
+        if images.dtype != np.uint8:
+            raise TrainingError(f"training images must be uint8, got {images.dtype}")
+        images, run_dir = start_run(cfg, images, run_dir, resume)
+        task = CompletionTask(cfg)  # Paddle was seeded by start_run: the seed's initialisation
+        evaluation = (training_evaluation(task, cfg, run_dir, cfg.data.root) if cfg.eval.every > 0
+                      else None)
+        fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
+            plots=COMPLETION_PLOTS, progress=progress, evaluation=evaluation, config=cfg)
     return task
 
 

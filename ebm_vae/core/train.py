@@ -27,13 +27,14 @@ from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, latest_checkpoint,
                                load_objects, snapshot_states, write_checkpoint)
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.data.datasets import load_split
-from ebm_vae.errors import UserError
+from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.parallel import (average_batch_norm, check_shards, data_parallel, init_world,
                                     mean_over_workers, mean_values, seed_worker, shard, world)
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.provenance import record_start
+from ebm_vae.utils.runlock import run_lock
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
 GRID_IMAGES = 64
@@ -316,7 +317,7 @@ def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool
     return images, run_dir
 
 
-class Interrupted(TrainingError):
+class Interrupted(TrainingError, Stopped):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint; `exit_code` is
     128 + the signal number (130, 143). A TrainingError, so tools that catch only that still
     print its one line."""
@@ -509,7 +510,8 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
                      resume: bool = False, images: np.ndarray | None = None,
                      progress: bool = True, threads: int | None = None,
                      evaluation: EvaluationHook | None = None) -> GenerationTask:
-    """Load the data (unless `images` is given), build the models and run Algorithm 1.
+    """Load the data (unless `images` is given), build the models and run Algorithm 1, holding
+    the run folder's lock throughout (a second trainer of the folder is refused).
 
     `evaluation` builds the in-training quality curve when `cfg.eval.every > 0`
     (`ebm_vae.eval.evaluate.training_evaluation`; passed in, as core does not import eval)."""
@@ -518,17 +520,18 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
                             "evaluation=ebm_vae.eval.evaluate.training_evaluation)")
     configure_runtime(cfg.device, threads)
     workers = init_world().size  # > 1 under python -m paddle.distributed.launch
-    if images is None:
-        images, _ = load_split(cfg.data.name, cfg.data.root, "train")
-    images, run_dir = start_run(cfg, images, run_dir, resume)
-    try:
-        check_shards(cfg.train.batch_size, cfg.train.num_chains, len(images), workers)
-    except ValueError as err:
-        raise TrainingError(str(err)) from err
-    task = GenerationTask(cfg)  # several workers: starts from worker 0's parameters
-    quality = None
-    if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
-        quality = evaluation(task.models, cfg, run_dir, progress)
-    fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
-        progress=progress, evaluation=quality, config=cfg)
+    with run_lock(run_dir, enabled=world().rank == 0):
+        if images is None:
+            images, _ = load_split(cfg.data.name, cfg.data.root, "train")
+        images, run_dir = start_run(cfg, images, run_dir, resume)
+        try:
+            check_shards(cfg.train.batch_size, cfg.train.num_chains, len(images), workers)
+        except ValueError as err:
+            raise TrainingError(str(err)) from err
+        task = GenerationTask(cfg)  # several workers: starts from worker 0's parameters
+        quality = None
+        if cfg.eval.every > 0 and world().rank == 0:  # offline quality curve (classifier-feature FID)
+            quality = evaluation(task.models, cfg, run_dir, progress)
+        fit(task, images, run_dir, cfg.train, cfg.seed, cfg.data.shuffle, max_iters, resume,
+            progress=progress, evaluation=quality, config=cfg)
     return task

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.images import to_8bit
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -180,7 +181,7 @@ def _load_image_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
             with Image.open(path, formats=("JPEG", "PNG")) as im:
                 if im.size != (32, 32):
                     raise DatasetError(f"{path} is {im.size[0]}x{im.size[1]}, expected 32x32")
-                x[i] = np.asarray(im.convert("RGB"))
+                x[i] = np.asarray(to_8bit(im, "RGB"))
         except OSError as e:
             raise DatasetError(f"cannot read image {path}: {e}") from e
     return x.transpose(0, 3, 1, 2), np.array([label for _, label in files], np.int64)
@@ -246,7 +247,8 @@ def load_split(name: str, root: str | None, split: str = "train") -> tuple[np.nd
     try:
         x, y = _LOADERS[name](root, split)
     except DatasetError as e:
-        raise DatasetError(f"{name}: {e} {_help(name, offer_download=local)}") from e
+        what = str(e).rstrip(".")
+        raise DatasetError(f"{name}: {what}. {_help(name, offer_download=local)}") from e
     images = x.astype(np.float32, order="C")
     images /= 127.5
     images -= 1.0

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ebm_vae.data.datasets import DatasetError
+from ebm_vae.utils.images import to_8bit
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _SOURCES = {
@@ -41,7 +42,7 @@ def _images_below(folder: Path) -> list[Path]:
 
 
 def _to_square(img: Image.Image, size: int, resize: str) -> np.ndarray:
-    img = img.convert("RGB")
+    img = to_8bit(img, "RGB")
     if resize == "center_crop":
         w, h = img.size
         s = min(w, h)
@@ -118,7 +119,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"image file not found: {path}")
     try:
-        img = Image.open(path).convert("RGB")
+        img = to_8bit(Image.open(path), "RGB")
     except OSError as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
     return to_float(np.asarray(img).transpose(2, 0, 1)[None])

@@ -4,10 +4,9 @@ the one evaluation path (`ebm_vae.eval.evaluate`), cache the values by protocol,
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from ebm_vae.completion.evaluate import HARMONIC, OURS
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
@@ -22,23 +21,22 @@ from ebm_vae.reproduce.report import Row, setting, write_report
 from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_names
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line, run_code, short
+from ebm_vae.utils.runlock import hold
 
 EVAL_CACHE = "table_eval.json"
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def wait_for_run(run_dir: Path) -> contextlib.AbstractContextManager:
     """One trainer per run folder: tables share runs (Tables 4-6 meet at the base setting), so a
-    second reproduce process that reaches a run being trained waits for it, then reuses it."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+    second reproduce process that reaches a run being trained waits for it, then reuses it. The
+    lock file lies beside the folder, as the trainer in this process then holds RUN_DIR/.lock
+    (ebm_vae.utils.runlock), which refuses rather than waits."""
+    return hold(run_dir.parent / f".{run_dir.name}.lock", wait=True)
 
 
 def train_run(run: PlannedRun, threads: Optional[int], progress: bool = True) -> int:
     """Train, resume or reuse; returns the run's iteration count."""
-    with run_lock(run.run_dir):
+    with wait_for_run(run.run_dir):
         return _train_run(run, threads, progress)
 
 

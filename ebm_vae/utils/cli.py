@@ -1,11 +1,32 @@
-"""Command-line pieces shared by the tools: the common training flags and config resolution."""
+"""Command-line pieces shared by the tools: error handling, the common training flags and config
+resolution."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
+from ebm_vae.errors import Stopped, UserError
+
+
+def run_tool(body: Callable[[], Optional[int]], on_ctrl_c: str = "interrupted (Ctrl-C)") -> int:
+    """Run a tool's `body` and return its exit code (None: 0). The project's own errors are one
+    line on stderr: a `Stopped` one "interrupted: ..." with its exit code, another `UserError`
+    "error: ..." with 2; Ctrl-C outside a handler is the line `on_ctrl_c` with 130. Any other
+    exception is a bug and keeps its traceback."""
+    try:
+        return body() or 0
+    except Stopped as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(on_ctrl_c, file=sys.stderr)
+        return 130
 
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:

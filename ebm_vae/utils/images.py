@@ -1,5 +1,6 @@
-"""PNG output with Pillow only: image grids, and line plots of training curves with labelled
-ticks, a legend, and a log or symlog y-axis where the values span decades."""
+"""Images with Pillow only: 8-bit conversion of the pictures read, and PNG output: image grids, and
+line plots of training curves with labelled ticks, a legend, and a log or symlog y-axis where the
+values span decades."""
 from __future__ import annotations
 
 import io
@@ -12,6 +13,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ebm_vae.utils.atomic import write_bytes
+
+
+def to_8bit(img: Image.Image, mode: str) -> Image.Image:
+    """`img` converted to the 8-bit `mode` ("RGB" or "L"), 16-bit greyscale scaled by 255 / 65535
+    first (Pillow's own conversion clips it at 255: nearly every pixel would come out white).
+    Every reader of image files converts through here."""
+    if img.mode.startswith("I"):  # I;16, I;16B, ...; I: a 16-bit PNG in older Pillow versions
+        grey = np.asarray(img, dtype=np.float64) * (255 / 65535)
+        img = Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8), "L")
+    return img.convert(mode)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
