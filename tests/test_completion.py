@@ -18,9 +18,9 @@ from PIL import Image
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill
 from ebm_vae.completion.config import completion_config_from_dict, load_completion_config
 from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity, paired_difference
-from ebm_vae.completion.masks import (MaskError, MaskSource, center_masks, load_mask,
+from ebm_vae.completion.masks import (FillError, MaskError, MaskSource, center_masks, load_mask,
                                       random_square_masks, resize_mask)
-from ebm_vae.completion.model import (FillError, build_conditional_models, complete, complete_k,
+from ebm_vae.completion.model import (build_conditional_models, complete, complete_k,
                                       condition, conditional_langevin, load_completion_run,
                                       eval_masks)
 from ebm_vae.core.config import ConfigError, LangevinConfig

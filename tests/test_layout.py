@@ -83,3 +83,50 @@ def test_the_algorithm_holds_no_distribution_code():
                                          ("parallel", "rank", "world", "all_reduce", "part",
                                           "shard", "randn_fn", "distributed"))}
         assert not found, f"core/{name} uses {sorted(found)}"
+
+
+LAYERS = ["errors", "utils", "data", "core", "eval", "completion", "reproduce", "api"]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else -1
+
+
+def _from_imports(tree: ast.AST) -> list[ast.ImportFrom]:
+    return [n for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ebm_vae.")]
+
+
+def test_no_module_imports_a_higher_layer():
+    """errors < utils < data < core < eval < completion < reproduce < api."""
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        mine = _layer(module)
+        if mine < 0:
+            continue
+        up = [n.module for n in _from_imports(ast.parse(path.read_text())) if _layer(n.module) > mine]
+        assert up == [], f"{module} imports the higher layer(s) {up}"
+    assert _layer("ebm_vae.utils.cli") < _layer("ebm_vae.core.config")  # the check works
+
+
+def test_no_private_name_is_imported_across_packages():
+    for path in list(PACKAGE.rglob("*.py")) + list((PACKAGE.parent / "tools").glob("*.py")):
+        package = ".".join(path.relative_to(PACKAGE.parent).parts[:2])
+        for node in _from_imports(ast.parse(path.read_text())):
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if not node.module.startswith(package):
+                assert private == [], f"{path} imports {private} from {node.module}"
+
+
+def test_in_function_imports_are_only_the_lazy_api_and_optional_packages():
+    """Imports inside functions: the package's lazy attributes (no work on `import ebm_vae`) and
+    optional or slow third-party packages (torch, Paddle's downloaders); never a cycle dodge."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(fn):
+                    if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ebm_vae"):
+                        found.add((path.relative_to(PACKAGE).as_posix(), fn.name))
+    assert found == {("__init__.py", "__getattr__")}

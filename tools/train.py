@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import model_shapes
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.evaluate import training_evaluation
@@ -22,7 +23,7 @@ from ebm_vae.utils.cli import add_train_args, resolve, run_tool
 
 def train(args: argparse.Namespace) -> None:
     """Resolve the flags and train (or resume) the run."""
-    cfg, run_dir, resume = resolve(args, shapes=model_shapes)
+    cfg, run_dir, resume = resolve(args, config_from_dict, shapes=model_shapes)
     print(f"run folder: {run_dir}", file=sys.stderr)
     train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
                      threads=args.threads, evaluation=training_evaluation)

@@ -13,7 +13,7 @@ import paddle
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ebm_vae.completion.masks import apply_mask, paste
+from ebm_vae.completion.masks import FillError, apply_mask, paste
 from ebm_vae.core.config import Config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import Models
@@ -68,7 +68,6 @@ def unconditional_fill(cfg: Config, models: Models, images: np.ndarray, masks: n
     """[CODE] inpaint(): x_hat = g(mu(masked x)), Langevin under f (`cfg.sample.steps`), paste."""
     expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
     if tuple(images.shape[1:]) != expect:
-        from ebm_vae.completion.model import FillError
         raise FillError(f"the unconditional model works on {expect} images, the test images are "
                          f"{tuple(images.shape[1:])}")
     lv, out = cfg.langevin, []

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import List, Literal, Optional
 
 from ebm_vae.core.config import (ConvLayer, EncoderConfig, LangevinConfig, SampleConfig,
-                                 TrainConfig, _build, _check_learning, _require, load_raw)
+                                 TrainConfig, check_learning)
+from ebm_vae.utils.typed_yaml import build, load_raw, require
 
 
 @dataclass(frozen=True)
@@ -105,35 +106,35 @@ class CompletionConfig:
 
 def completion_config_from_dict(raw: dict) -> CompletionConfig:
     """Validate a raw mapping into a `CompletionConfig` (same checks as `config_from_dict`)."""
-    cfg = _build(CompletionConfig, raw, "")
-    _check_learning(cfg)
+    cfg = build(CompletionConfig, raw, "")
+    check_learning(cfg)
     m, mask = cfg.model, cfg.mask
-    _require(m.channels == 3, "model.channels", f"completion data are RGB: must be 3, got {m.channels}")
+    require(m.channels == 3, "model.channels", f"completion data are RGB: must be 3, got {m.channels}")
     for name, layers in (("ebm", m.ebm.conv), ("encoder", m.encoder.conv)):
-        _require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
+        require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
         for i, layer in enumerate(layers):
             layer.validate(f"model.{name}.conv.{i}")
-    _require(m.ebm.head_kernel >= 1, "model.ebm.head_kernel", "must be >= 1")
-    _require(m.ebm.mean_sigma > 0, "model.ebm.mean_sigma", "must be > 0")
-    _require(m.ebm.net_lr_scale > 0, "model.ebm.net_lr_scale", "must be > 0")
+    require(m.ebm.head_kernel >= 1, "model.ebm.head_kernel", "must be >= 1")
+    require(m.ebm.mean_sigma > 0, "model.ebm.mean_sigma", "must be > 0")
+    require(m.ebm.net_lr_scale > 0, "model.ebm.net_lr_scale", "must be > 0")
     for key, d in (("model.decoder", m.decoder), ("model.ebm.mean", m.ebm.mean)):
         if d is None:
             continue
-        _require(len(d.down) >= 1 and min(d.down) >= 1, f"{key}.down",
+        require(len(d.down) >= 1 and min(d.down) >= 1, f"{key}.down",
                  f"needs at least one layer, each with >= 1 channels, got {d.down}")
-        _require(d.bottleneck >= 1, f"{key}.bottleneck", "must be >= 1")
-        _require(d.out_kernel >= 1 and d.out_kernel % 2 == 1, f"{key}.out_kernel",
+        require(d.bottleneck >= 1, f"{key}.bottleneck", "must be >= 1")
+        require(d.out_kernel >= 1 and d.out_kernel % 2 == 1, f"{key}.out_kernel",
                  "must be odd and >= 1")
-        _require(m.image_size % 2 ** len(d.down) == 0, f"{key}.down",
+        require(m.image_size % 2 ** len(d.down) == 0, f"{key}.down",
                  f"{len(d.down)} stride-2 layers need model.image_size divisible by "
                  f"{2 ** len(d.down)}, got {m.image_size}")
     e = cfg.eval
-    _require(e.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {e.every}")
-    _require(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 or null")
+    require(e.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {e.every}")
+    require(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 or null")
     if mask.kind == "file":
-        _require(mask.path is not None, "mask.path", "is required for mask.kind 'file'")
+        require(mask.path is not None, "mask.path", "is required for mask.kind 'file'")
     else:
-        _require(1 <= mask.size < m.image_size, "mask.size",
+        require(1 <= mask.size < m.image_size, "mask.size",
                  f"must be in [1, model.image_size - 1 = {m.image_size - 1}], got {mask.size}")
     return cfg
 

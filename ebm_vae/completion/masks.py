@@ -13,6 +13,10 @@ from ebm_vae.errors import UserError
 from ebm_vae.utils.images import to_8bit
 
 
+class FillError(UserError, ValueError):
+    """The image, mask or checkpoint cannot be completed by / loaded into this model."""
+
+
 class MaskError(UserError, ValueError):
     """A mask is malformed or does not fit the image."""
 

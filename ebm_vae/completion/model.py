@@ -26,17 +26,18 @@ import paddle.nn as nn
 
 from ebm_vae.completion.config import (CompletionConfig, CompletionModelConfig, UNetConfig,
                                        load_completion_config)
-from ebm_vae.completion.masks import MaskSource, paste
+from ebm_vae.completion.baselines import harmonic_fill, mean_fill
+from ebm_vae.completion.masks import FillError, MaskSource, paste
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import frozen, langevin_step
-from ebm_vae.core.models import Encoder, _conv_attrs, conv_stack, conv_stack_size
+from ebm_vae.core.models import Encoder, conv_attrs, conv_stack, conv_stack_size
 from ebm_vae.core.runs import (checkpoint_iteration, layer_states, load_checkpoint_into,
                                load_objects, save_checkpoint)
 from ebm_vae.core.teach import TeachStats, learn
 from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, fit,
                                 start_run)
 from ebm_vae.data.folders import load_folder_split, to_float
-from ebm_vae.errors import UserError
+from ebm_vae.eval.image_metrics import completion_metrics
 from ebm_vae.utils.runlock import run_lock
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
@@ -71,7 +72,7 @@ class ConditionalEBM(nn.Layer):
         size = conv_stack_size(e.conv, cfg.image_size)
         kernel, padding = (size, 0) if e.head == "global" else (e.head_kernel, "SAME")
         self.head = nn.Conv2D(e.conv[-1].channels, e.out_dim, kernel, padding=padding,
-                              **_conv_attrs(cfg.init_std))
+                              **conv_attrs(cfg.init_std))
         for p in self.features.parameters() + self.head.parameters():
             p.optimize_attr["learning_rate"] = e.net_lr_scale  # Adam's lr multiplier
         self.mean = None if e.mean is None else UNet(cfg, e.mean, latent_dim=0)
@@ -149,7 +150,7 @@ class UNet(nn.Layer):
                                          _he(nn.Conv2D(in_c, ch, 3, 1, 1))))
             in_c = ch + skip + extra
         self.out = nn.Conv2D(in_c, cfg.channels, u.out_kernel, 1, u.out_kernel // 2,
-                             **_conv_attrs(cfg.init_std))
+                             **conv_attrs(cfg.init_std))
 
     def forward(self, z: Optional[paddle.Tensor], c: paddle.Tensor) -> paddle.Tensor:
         maps, h = [c], c
@@ -282,9 +283,6 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
     `eval.every` iterations, against the harmonic and mean fills (computed once); each evaluated
     state is also saved as snapshots/iter_NNNNNNN.ckpt (beside checkpoints/, which keeps only
     the newest state)."""
-    from ebm_vae.completion.baselines import harmonic_fill, mean_fill
-    from ebm_vae.eval.image_metrics import completion_metrics
-
     e = cfg.eval
     images = to_float(load_folder_split(cfg.data.name, data_root, "test", cfg.model.image_size,
                                         cfg.data.resize)[:e.limit])
@@ -404,7 +402,3 @@ def complete_k(models: ConditionalModels, images: np.ndarray, masks: np.ndarray,
     runs = [complete(models, images, masks, latent_dim, steps, lv, batch_size, with_proposal=True)
             for _ in range(k)]
     return np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
-
-
-class FillError(UserError, ValueError):
-    """The image, mask or checkpoint cannot be completed by / loaded into this model."""

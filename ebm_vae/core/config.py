@@ -5,25 +5,11 @@ naming the dotted key), so everything downstream takes explicit, already valid a
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union
 
-import yaml
-
-from ebm_vae.errors import UserError
-from ebm_vae.utils.atomic import write_text
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration key is unknown, missing, of the wrong type or out of range."""
-
-
-def _require(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}': {msg}")
+from ebm_vae.utils.typed_yaml import ConfigError, build, dump_yaml, load_raw, require
 
 
 @dataclass(frozen=True)
@@ -35,7 +21,7 @@ class ConvLayer:
 
     def validate(self, key: str) -> None:
         for name in ("channels", "kernel", "stride"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+            require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -55,12 +41,12 @@ class DeconvLayer:
 
     def validate(self, key: str) -> None:
         for name in ("channels", "kernel", "stride"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+            require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
         pad = self.padding
-        _require(isinstance(pad, int) or len(pad) == 2, f"{key}.padding",
+        require(isinstance(pad, int) or len(pad) == 2, f"{key}.padding",
                  f"must be a number or a pair [before, after], got {pad!r}")
-        _require(min(self.crop) >= 0, f"{key}.padding", "must be >= 0")
-        _require(0 <= self.output_padding < self.stride, f"{key}.output_padding",
+        require(min(self.crop) >= 0, f"{key}.padding", "must be >= 0")
+        require(0 <= self.output_padding < self.stride, f"{key}.output_padding",
                  "must be >= 0 and < stride")
 
     @property
@@ -189,16 +175,16 @@ class Config:
 
 
 def _check_ranges(cfg: Config) -> None:
-    _check_learning(cfg)
-    _require(cfg.eval.classifier_epochs >= 1, "eval.classifier_epochs",
+    check_learning(cfg)
+    require(cfg.eval.classifier_epochs >= 1, "eval.classifier_epochs",
              f"must be >= 1, got {cfg.eval.classifier_epochs}")
-    _require(cfg.eval.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {cfg.eval.every}")
-    _require(cfg.eval.num_samples >= 2, "eval.num_samples", f"must be >= 2, got {cfg.eval.num_samples}")
-    _require(cfg.eval.reference_images is None or cfg.eval.reference_images >= 2,
+    require(cfg.eval.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {cfg.eval.every}")
+    require(cfg.eval.num_samples >= 2, "eval.num_samples", f"must be >= 2, got {cfg.eval.num_samples}")
+    require(cfg.eval.reference_images is None or cfg.eval.reference_images >= 2,
              "eval.reference_images", "must be >= 2 or null (the whole split)")
 
 
-def _check_learning(cfg: Any) -> None:
+def check_learning(cfg: Any) -> None:
     """Range checks of the data/model/langevin/train/sample sections, shared by `Config` and
     `CompletionConfig`."""
     m, lv, t = cfg.model, cfg.langevin, cfg.train
@@ -208,28 +194,28 @@ def _check_learning(cfg: Any) -> None:
                        ("train.num_chains", t.num_chains), ("train.sample_every", t.sample_every),
                        ("train.checkpoint_every", t.checkpoint_every),
                        ("train.log_every", t.log_every), ("sample.steps", cfg.sample.steps)]:
-        _require(value >= 1, key, f"must be >= 1, got {value}")
-    _require(t.collapse_window >= 1, "train.collapse_window", f"must be >= 1, got {t.collapse_window}")
-    _require(t.collapse_patience >= 1, "train.collapse_patience",
+        require(value >= 1, key, f"must be >= 1, got {value}")
+    require(t.collapse_window >= 1, "train.collapse_window", f"must be >= 1, got {t.collapse_window}")
+    require(t.collapse_patience >= 1, "train.collapse_patience",
              f"must be >= 1, got {t.collapse_patience}")
     for key in ("keep_every", "data_noise", "energy_penalty", "collapse_factor"):
-        _require(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
-    _require(lv.steps >= 0, "langevin.steps", f"must be >= 0, got {lv.steps}")
-    _require(lv.step_size > 0, "langevin.step_size", f"must be > 0, got {lv.step_size}")
-    _require(lv.ref_sigma is None or lv.ref_sigma > 0, "langevin.ref_sigma", "must be > 0 or null")
-    _require(lv.chunk_size is None or lv.chunk_size >= 1, "langevin.chunk_size", "must be >= 1 or null")
-    _require(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1 or null")
-    _require(cfg.data.root is None or cfg.data.root.strip() != "", "data.root",
+        require(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
+    require(lv.steps >= 0, "langevin.steps", f"must be >= 0, got {lv.steps}")
+    require(lv.step_size > 0, "langevin.step_size", f"must be > 0, got {lv.step_size}")
+    require(lv.ref_sigma is None or lv.ref_sigma > 0, "langevin.ref_sigma", "must be > 0 or null")
+    require(lv.chunk_size is None or lv.chunk_size >= 1, "langevin.chunk_size", "must be >= 1 or null")
+    require(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1 or null")
+    require(cfg.data.root is None or cfg.data.root.strip() != "", "data.root",
              "must be a folder path, or null for Paddle's download")
-    _require(t.gamma >= 0, "train.gamma", f"must be >= 0, got {t.gamma}")
+    require(t.gamma >= 0, "train.gamma", f"must be >= 0, got {t.gamma}")
     for key in ("lr_ebm", "lr_vae", "lr_decay_epochs"):
-        _require(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+        require(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
     for key in ("beta1", "beta2"):
-        _require(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
-    _require(0 < t.lr_decay_rate <= 1, "train.lr_decay_rate", "must be in (0, 1]")
-    _require(0 <= m.encoder.dropout < 1, "model.encoder.dropout", "must be in [0, 1)")
-    _require(m.init_std > 0, "model.init_std", "must be > 0")
-    _require(m.leaky_slope >= 0, "model.leaky_slope", "must be >= 0")
+        require(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
+    require(0 < t.lr_decay_rate <= 1, "train.lr_decay_rate", "must be in (0, 1]")
+    require(0 <= m.encoder.dropout < 1, "model.encoder.dropout", "must be in [0, 1)")
+    require(m.init_std > 0, "model.init_std", "must be > 0")
+    require(m.leaky_slope >= 0, "model.leaky_slope", "must be >= 0")
     if isinstance(m, ModelConfig):  # completion models check their own networks (completion/config.py)
         _check_architecture(m)
 
@@ -237,169 +223,27 @@ def _check_learning(cfg: Any) -> None:
 def _check_architecture(m: ModelConfig) -> None:
     """Check the layer lists; the decoder must produce exactly channels x image_size^2."""
     for name, layers in [("ebm", m.ebm.conv), ("encoder", m.encoder.conv)]:
-        _require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
+        require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")
         for i, layer in enumerate(layers):
             layer.validate(f"model.{name}.conv.{i}")
     layers = m.decoder.layers
-    _require(len(layers) >= 1, "model.decoder.layers", "needs at least one layer")
+    require(len(layers) >= 1, "model.decoder.layers", "needs at least one layer")
     size = 1
     for i, layer in enumerate(layers):
         layer.validate(f"model.decoder.layers.{i}")
         size = layer.out_size(size)
-        _require(size >= 1, f"model.decoder.layers.{i}", "gives an empty feature map")
-    _require(size == m.image_size and layers[-1].channels == m.channels, "model.decoder.layers",
+        require(size >= 1, f"model.decoder.layers.{i}", "gives an empty feature map")
+    require(size == m.image_size and layers[-1].channels == m.channels, "model.decoder.layers",
              f"produce {layers[-1].channels}x{size}x{size} images, but model.channels and "
              f"model.image_size ask for {m.channels}x{m.image_size}x{m.image_size}")
-    _require(not layers[-1].batch_norm, "model.decoder.layers", "the last (tanh) layer has no batch norm")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the type hint `tp`, building nested dataclasses."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X], or one of several types (the first that fits)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options[:-1]:
-            try:
-                return _convert(value, option, key)
-            except ConfigError:
-                pass
-        return _convert(value, options[-1], key)
-    if origin is Literal:
-        _require(value in args, key, f"must be one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, List):
-        _require(isinstance(value, list), key, f"must be a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if tp is bool:
-        _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), key,
-                 f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-                 f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        _require(isinstance(value, str), key, f"must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {key}")
-
-
-def _build(cls: type, raw: Any, key: str) -> Any:
-    prefix = f"{key}." if key else ""
-    _require(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in raw:
-        _require(name in fields, f"{prefix}{name}",
-                 f"unknown key (allowed here: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in raw:
-            kwargs[name] = _convert(raw[name], hints[name], prefix + name)
-        else:
-            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            _require(not missing, prefix + name, "is required")
-    return cls(**kwargs)
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one `dotted.key=value` override (value parsed as YAML) to a raw config dict."""
-    if "=" not in assignment:
-        raise ConfigError(f"override '{assignment}' must look like dotted.key=value")
-    path, text = assignment.split("=", 1)
-    keys = path.strip().split(".")
-    node: Any = raw
-    for i, k in enumerate(keys[:-1]):
-        if isinstance(node, list):
-            _require(k.isdigit() and int(k) < len(node), ".".join(keys[:i + 1]),
-                     f"list index out of range (the list has {len(node)} entries)")
-            nxt = node[int(k)]
-        else:
-            nxt = node.get(k) if isinstance(node, dict) else None
-        if nxt is None:
-            if isinstance(node, dict):
-                nxt = node[k] = {}
-            else:
-                raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}': cannot be overridden")
-        if not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"config key '{'.'.join(keys[:i + 1])}' is a single value "
-                              f"({nxt!r}), so '{path.strip()}' cannot be set")
-        node = nxt
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as err:
-        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
-        raise ConfigError(f"override '{assignment}': the value is not valid YAML ({problem}); "
-                          "quote strings that contain ':', '#', '[' or '{'") from None
-    last = keys[-1]
-    if isinstance(node, list):
-        _require(last.isdigit() and int(last) < len(node), path, "list index out of range")
-        node[int(last)] = value
-    else:
-        node[last] = value
+    require(not layers[-1].batch_norm, "model.decoder.layers", "the last (tanh) layer has no batch norm")
 
 
 def config_from_dict(raw: dict) -> Config:
     """Validate a raw mapping into a `Config`."""
-    cfg = _build(Config, raw, "")
+    cfg = build(Config, raw, "")
     _check_ranges(cfg)
     return cfg
-
-
-def merge(base: dict, update: dict) -> dict:
-    """Deep-merge `update` into a copy of `base` (mappings merge, everything else replaces)."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """Read a YAML mapping; a top-level `base: other.yaml` (relative to this file) is merged under it."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'base' files form a cycle")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not a text (UTF-8) YAML file: {err.reason} at byte "
-                          f"{err.start}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    if "base" in raw:
-        base = raw.pop("base")
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: config key 'base' must be a file name")
-        raw = merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
-    return raw
-
-
-def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
-    """Read a YAML file (with its `base` files) into a dict and apply `dotted.key=value` overrides."""
-    raw = _read_yaml(Path(path))
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return raw
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -407,10 +251,6 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     return config_from_dict(load_raw(path, overrides))
 
 
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (it loads back to an equal `Config`)."""
-    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    dump_yaml(cfg, path)

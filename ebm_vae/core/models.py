@@ -17,7 +17,7 @@ import paddle.nn as nn
 from ebm_vae.core.config import ConvLayer, DecoderConfig, EBMConfig, EncoderConfig, ModelConfig
 
 
-def _conv_attrs(init_std: float) -> dict:
+def conv_attrs(init_std: float) -> dict:
     """Conv kernels ~ N(0, init_std^2), zero biases [CODE]."""
     return {"weight_attr": paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, init_std)),
             "bias_attr": paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))}
@@ -36,7 +36,7 @@ def conv_stack(layers: list[ConvLayer], in_channels: int, init_std: float, slope
     mods: list[nn.Layer] = []
     for layer in layers:
         mods += [nn.Conv2D(in_channels, layer.channels, layer.kernel, layer.stride,
-                           padding="SAME", **_conv_attrs(init_std)), nn.LeakyReLU(slope)]
+                           padding="SAME", **conv_attrs(init_std)), nn.LeakyReLU(slope)]
         if dropout > 0:
             mods.append(nn.Dropout(dropout))
         in_channels = layer.channels
@@ -61,7 +61,7 @@ class EBM(nn.Layer):
         super().__init__()
         self.features = conv_stack(cfg.conv, in_channels, init_std, slope)
         size = conv_stack_size(cfg.conv, image_size)
-        self.head = nn.Conv2D(cfg.conv[-1].channels, cfg.out_dim, size, **_conv_attrs(init_std))
+        self.head = nn.Conv2D(cfg.conv[-1].channels, cfg.out_dim, size, **conv_attrs(init_std))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.head(self.features(x)).flatten(1).sum(axis=1)
@@ -113,7 +113,7 @@ class Decoder(nn.Layer):
             before, after = layer.crop
             mods.append(nn.Conv2DTranspose(in_channels, layer.channels, layer.kernel, layer.stride,
                                            [before, after, before, after], layer.output_padding,
-                                           **_conv_attrs(init_std)))
+                                           **conv_attrs(init_std)))
             if layer.batch_norm:
                 mods.append(CenteredBatchNorm(layer.channels, bn_batch_stats))
             if i == len(cfg.layers) - 1:

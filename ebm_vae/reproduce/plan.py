@@ -11,16 +11,17 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 
 from ebm_vae.completion.config import completion_config_from_dict
-from ebm_vae.core.config import ConfigError, config_from_dict, load_raw, to_dict
+from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import checkpoint_iteration
 from ebm_vae.reproduce.spec import RunSpec, ScaleSpec, TableSpec
+from ebm_vae.utils.typed_yaml import ConfigError, load_raw
 
 # training images per dataset, for the length of a full schedule (cmp_facade: the pix2pix split);
 # also the dataset names --data-root NAME=PATH accepts
@@ -78,7 +79,7 @@ def data_root(name: str, roots: dict[str, str], folder: Optional[str]) -> Option
 def config_hash(cfg: Any) -> str:
     """Short hash of a resolved config without data.root and device (so a run is found again on
     another machine or device)."""
-    d = to_dict(cfg)
+    d = asdict(cfg)
     d["data"] = {k: v for k, v in d["data"].items() if k != "root"}
     d.pop("device", None)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
@@ -166,7 +167,7 @@ def describe(run: PlannedRun, metric: Optional[str] = None) -> str:
     status = {"new": "to train", "resume": f"to resume from iteration {it}",
               "done": f"done ({it} iterations): reused"}[state]
     paper = f" ({paper_value(run, metric)})" if metric else ""
-    text = yaml.safe_dump(to_dict(run.cfg), sort_keys=False)
+    text = yaml.safe_dump(asdict(run.cfg), sort_keys=False)
     return (f"== run '{run.spec.label}', seed {run.seed}{paper}: {run.run_dir} [{status}; target {run.target} "
             f"iterations]\n   {train_command(run)}\n"
             + "".join(f"   | {line}\n" for line in text.splitlines()))

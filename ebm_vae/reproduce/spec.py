@@ -4,7 +4,7 @@ A table file names a base experiment config, overrides for the whole table, for 
 (`paper`: the paper's protocol, for a GPU; `quick`: a CPU-sized version) and for each run, the
 metric, and the paper's value per run where it is known (null where not: the paper's tables were
 not recovered, docs/method.md §4). Specs are validated by the same machinery as experiment configs
-(`ebm_vae.core.config._build`, `ConfigError`); every run's merged config is validated when the
+(`ebm_vae.utils.typed_yaml.build`, `ConfigError`); every run's merged config is validated when the
 table is planned (plan.py).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import List, Literal, Optional
 
 import yaml
 
-from ebm_vae.core.config import ConfigError, _build
+from ebm_vae.utils.typed_yaml import ConfigError, build
 
 TABLES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "tables"
 # metric -> its offline stand-in at a scale with `offline: true` (no Inception weights on a CPU)
@@ -72,7 +72,7 @@ class TableSpec:
 def table_from_dict(raw: dict, where: str = "table") -> TableSpec:
     """Validate a raw table mapping (config.py machinery: unknown keys, types, required keys)."""
     try:
-        spec = _build(TableSpec, raw, "")
+        spec = build(TableSpec, raw, "")
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
     labels = [r.label for r in spec.runs]

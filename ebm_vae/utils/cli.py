@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ebm_vae.core.config import ConfigError, config_from_dict, load_raw
+from ebm_vae.utils.typed_yaml import ConfigError, load_raw
 from ebm_vae.errors import Stopped, UserError
 
 
@@ -55,10 +55,10 @@ def add_train_args(parser: argparse.ArgumentParser, example: str = "experiments/
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve(args: argparse.Namespace, build: Callable[[dict], Any] = config_from_dict,
+def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
             shapes: Optional[Callable[[Any], dict]] = None) -> tuple[Any, Path, bool]:
     """Config, run folder and resume flag from the parsed flags; `build` validates the raw
-    mapping (tools/complete.py passes `completion_config_from_dict`). With `shapes` (model
+    mapping (`config_from_dict` of core.config, or `completion_config_from_dict`). With `shapes` (model
     config -> {network: {tensor: shape}}), a resume whose overrides change any parameter's shape
     or the set of parameters is refused, naming the --set keys that do it."""
     resume = args.resume is not None
