@@ -15,10 +15,10 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import Run, open_run
 from ebm_vae.core.sampling import ancestral_sample, with_steps
 from ebm_vae.utils.runtime import set_device
+from ebm_vae.utils.typed_yaml import ConfigError
 
 __all__ = ["Run", "load_run", "sample"]
 

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,3 +51,29 @@ def tiny_images() -> np.ndarray:
     base = np.linspace(-1, 1, 8, dtype=np.float32)
     imgs = base[None, None, :, None] * base[None, None, None, :] * rng.uniform(0.5, 1, (16, 1, 1, 1))
     return imgs.astype(np.float32)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log_rows(run: Path) -> int:
+    """The number of rows in a run's log.csv (0 without one)."""
+    try:
+        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def signal_training(argv: list[str], run: Path, sig: int) -> tuple[int, str, int]:
+    """Start a training tool (`argv` after the interpreter; cwd: the repository), send it `sig`
+    once it has logged two more rows, and return (exit code, stderr, rows before)."""
+    before = log_rows(run)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EBM_VAE_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, *argv, "--no-progress"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, before

@@ -4,9 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +20,15 @@ from ebm_vae.completion.masks import (FillError, MaskError, MaskSource, center_m
 from ebm_vae.completion.model import (build_conditional_models, complete, complete_k,
                                       condition, conditional_langevin, load_completion_run,
                                       eval_masks)
-from ebm_vae.core.config import ConfigError, LangevinConfig
+from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.runs import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
 from ebm_vae.utils.provenance import code_version
 from ebm_vae.utils.runlock import run_lock
+from ebm_vae.utils.typed_yaml import ConfigError
+from tests.conftest import signal_training
 from tools import complete as complete_tool
 
 SIZE = 16
@@ -621,13 +620,6 @@ def test_train_refuses_a_run_folder_in_use(trained_run, capsys):
     assert (run / "log.csv").read_bytes() == log
 
 
-def _log_rows(run: Path) -> int:
-    try:
-        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
 @pytest.mark.slow
 def test_train_stops_on_sigint_and_sigterm_with_130_and_143(trained_run, tmp_path):
     """As tools/train.py: a checkpoint at the last iteration, one line, exit 128 + signal."""
@@ -637,21 +629,11 @@ def test_train_stops_on_sigint_and_sigterm_with_130_and_143(trained_run, tmp_pat
     cfg_path = tmp_path / "long.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     run = tmp_path / "run"
-    root_dir = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root_dir), "EBM_VAE_THREADS": "1"}
     start = ["-c", str(cfg_path), "--out", str(run)]
     resume = ["--resume", str(run)]
     for sig, code, args in [(signal.SIGINT, 130, start), (signal.SIGTERM, 143, resume)]:
-        before = _log_rows(run)
-        proc = subprocess.Popen([sys.executable, "tools/complete.py", "train", *args,
-                                 "--no-progress"], cwd=root_dir, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while _log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == code, err
+        returncode, err, before = signal_training(["tools/complete.py", "train", *args], run, sig)
+        assert returncode == code, err
         line = [x for x in err.splitlines() if x.startswith("interrupted:")]
         assert len(line) == 1 and "Traceback" not in err, err
         it = checkpoint_iteration(run)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ebm_vae.core.config import ConfigError, config_from_dict, dump_config, load_config
+from ebm_vae.core.config import config_from_dict, dump_config, load_config
+from ebm_vae.utils.typed_yaml import ConfigError
 
 
 def test_experiment_files_load():

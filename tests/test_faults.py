@@ -34,7 +34,7 @@ from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
 from ebm_vae.utils.runlock import LOCK_FILE
-from tests.conftest import TINY
+from tests.conftest import TINY, log_rows, signal_training
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -557,13 +557,6 @@ def _spawn(*args: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _log_rows(run: Path) -> int:
-    try:
-        return max(0, len((run / "log.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
 TOTAL = 24
 
 
@@ -588,14 +581,8 @@ def test_sigint_and_sigterm_save_and_resume_exactly(soak, mnist_root, tmp_path):
     run = tmp_path / "run"
     start = ["-c", str(cfg), "--data-root", str(mnist_root), "--out", str(run)]
     for sig, code, args in [(signal.SIGINT, 130, start), (signal.SIGTERM, 143, ["--resume", str(run)])]:
-        before = _log_rows(run)
-        proc = _spawn(*args)
-        deadline = time.time() + 120
-        while _log_rows(run) < before + 2 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == code, err
+        returncode, err, _ = signal_training(["tools/train.py", *args], run, sig)
+        assert returncode == code, err
         line = [x for x in err.splitlines() if x.startswith("interrupted:")]
         assert len(line) == 1 and "Traceback" not in err, err
         it = checkpoint_iteration(run)
@@ -641,7 +628,7 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
             def reached() -> bool:
                 if not _newer(run / "config.yaml", mark):
                     return False
-                return target == 0 or (_newer(run / "log.csv", mark) and _log_rows(run) >= target)
+                return target == 0 or (_newer(run / "log.csv", mark) and log_rows(run) >= target)
 
             while proc.poll() is None and time.time() - mark < 120 and not reached():
                 time.sleep(0.002)
@@ -649,7 +636,7 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
-                history.append((target, _log_rows(run)))
+                history.append((target, log_rows(run)))
         _, err = proc.communicate(timeout=300)
         if proc.returncode == 0:
             break

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import yaml
 
-from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import LEGACY_CHECKPOINT, latest_checkpoint, save_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan, run_state
@@ -20,6 +19,7 @@ from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdo
 from ebm_vae.reproduce.spec import (TABLES_DIR, find_tables, load_table, metric_names,
                                    table_from_dict)
 from ebm_vae.utils.provenance import code_version, short
+from ebm_vae.utils.typed_yaml import ConfigError
 from tests.conftest import TINY
 
 TABLE_FILES = sorted(TABLES_DIR.glob("table*.yaml"))

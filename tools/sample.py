@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ebm_vae.core.config import ConfigError
 from ebm_vae.core.runs import load_run, output_place
 from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.images import save_grids
 from ebm_vae.utils.runtime import seed_all
+from ebm_vae.utils.typed_yaml import ConfigError
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
