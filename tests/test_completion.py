@@ -21,7 +21,7 @@ from ebm_vae.completion.model import (build_conditional_models, complete, comple
                                       condition, conditional_langevin, load_completion_run,
                                       eval_masks)
 from ebm_vae.core.config import LangevinConfig
-from ebm_vae.core.runs import checkpoint_iteration
+from ebm_vae.core.checkpoints import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
@@ -503,7 +503,7 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
     assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path), "--samples",
                                "3", "--seed", "4"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
-    from ebm_vae.core.runs import checkpoint_iteration
+    from ebm_vae.core.checkpoints import checkpoint_iteration
     assert report["images"] == 3 and report["samples"] == 3
     assert report["iteration"] == checkpoint_iteration(run)
     assert report["code"] == code_version()  # which code made the numbers

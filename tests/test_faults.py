@@ -25,10 +25,11 @@ import paddle
 import pytest
 import yaml
 
-from ebm_vae.core import runs
+from ebm_vae.core import checkpoints, runs
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, checkpoint_iteration,
-                               latest_checkpoint, layer_states, read_checkpoint, save_checkpoint)
+from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, checkpoint_iteration, latest_checkpoint,
+                                      read_checkpoint)
+from ebm_vae.core.states import CheckpointError, layer_states, save_checkpoint
 from ebm_vae.core.train import TrainingError, read_log, train_generation
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
@@ -121,7 +122,7 @@ def test_old_format_run_loads_resumes_and_converts(tiny_raw, tiny_images, tmp_pa
     old = tmp_path / "old"
     task = _run(tiny_raw, tiny_images, old, 2)
     for folder in (old / "checkpoints").iterdir():  # rewrite it in the old format
-        runs._remove_tree(folder)
+        checkpoints._remove_tree(folder)
     save_checkpoint(old / LEGACY_CHECKPOINT, {"iteration": 2,
                                               "modules": layer_states(task.modules())})
     assert latest_checkpoint(old) == old / LEGACY_CHECKPOINT and checkpoint_iteration(old) == 2
@@ -397,18 +398,18 @@ def test_nonfinite_stop_in_the_first_iteration_saves_the_initialisation(tiny_raw
 
 def _failing_write_bytes(monkeypatch, fail_on: int) -> list:
     """`fail_on`-th checkpoint file write (1-based) writes half its bytes, then ENOSPC."""
-    real, calls = runs.write_bytes, []
+    real, calls = checkpoints.write_bytes, []
 
     def write_bytes(path, data):
         calls.append(path)
         if len(calls) == fail_on:
             with open(path, "wb") as fh:
                 fh.write(data[:len(data) // 2])
-            raise runs.WriteError(f"cannot write {path}: "
+            raise checkpoints.WriteError(f"cannot write {path}: "
                                   f"{os.strerror(errno.ENOSPC)}") from OSError(errno.ENOSPC, "full")
         return real(path, data)
 
-    monkeypatch.setattr(runs, "write_bytes", write_bytes)
+    monkeypatch.setattr(checkpoints, "write_bytes", write_bytes)
     return calls
 
 
@@ -468,7 +469,7 @@ def test_tool_user_errors_are_one_line(mnist_root, tmp_path, capsys):
     assert _train("--resume", str(a), "--out", str(a), "--max-iters", "2") == 0  # same folder
     capsys.readouterr()
     # a folder with a log but no checkpoint (killed before its first checkpoint) is not overwritten
-    runs._remove_tree(latest_checkpoint(a))
+    checkpoints._remove_tree(latest_checkpoint(a))
     log = (a / "log.csv").read_bytes()
     assert _train(*base, "--out", str(a), "--max-iters", "1") == 2
     assert "already holds a run (log.csv" in _error_line(capsys)

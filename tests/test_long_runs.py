@@ -13,7 +13,8 @@ import pytest
 
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
-from ebm_vae.core.runs import best_score, checkpoint_dirs, load_run, read_checkpoint
+from ebm_vae.core.checkpoints import best_score, checkpoint_dirs, read_checkpoint
+from ebm_vae.core.runs import load_run
 from ebm_vae.core.teach import ebm_loss, make_optimizers, teach_step
 from ebm_vae.core.models import build_models
 from ebm_vae.core.train import Evaluation, train_generation

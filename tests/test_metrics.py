@@ -119,7 +119,7 @@ def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_pa
     import sys
     from pathlib import Path
 
-    from ebm_vae.core.runs import save_checkpoint
+    from ebm_vae.core.states import save_checkpoint
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import evaluate as evaluate_tool
@@ -146,7 +146,7 @@ def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_pa
 
 
 def load_checkpoint_raw(path):
-    from ebm_vae.core.runs import load_checkpoint
+    from ebm_vae.core.states import load_checkpoint
 
     return load_checkpoint(path)
 

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 import ebm_vae
-from ebm_vae.core.runs import CheckpointError
+from ebm_vae.core.states import CheckpointError
 from tools import sample as sample_tool
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ebm_vae.core.runs import LEGACY_CHECKPOINT, latest_checkpoint, save_checkpoint
+from ebm_vae.core.checkpoints import LEGACY_CHECKPOINT, latest_checkpoint
+
+from ebm_vae.core.states import save_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan, run_state
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report

@@ -17,8 +17,9 @@ import pytest
 from ebm_vae.core.config import config_from_dict, dump_config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import (LEGACY_CHECKPOINT, CheckpointError, export_weights, layer_states,
-                               load_checkpoint, load_run, save_checkpoint, write_checkpoint)
+from ebm_vae.core.checkpoints import LEGACY_CHECKPOINT, write_checkpoint
+from ebm_vae.core.runs import export_weights, load_run
+from ebm_vae.core.states import CheckpointError, layer_states, load_checkpoint, save_checkpoint
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier

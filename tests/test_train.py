@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.runs import checkpoint_iteration, latest_checkpoint, read_checkpoint
+from ebm_vae.core.checkpoints import checkpoint_iteration, latest_checkpoint, read_checkpoint
 from ebm_vae.core.train import TrainingError, train_generation
 from ebm_vae.utils.provenance import code_version, read_provenance
 

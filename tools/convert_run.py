@@ -15,7 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.core.runs import LEGACY_CHECKPOINT, convert_legacy, export_weights, split_checkpoint
+from ebm_vae.core.checkpoints import LEGACY_CHECKPOINT, convert_legacy, split_checkpoint
+
+from ebm_vae.core.runs import export_weights
 from ebm_vae.errors import UserError
 from ebm_vae.utils.cli import run_tool
 

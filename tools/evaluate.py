@@ -26,7 +26,9 @@ import math
 import sys
 from pathlib import Path
 
-from ebm_vae.core.runs import load_run, output_place, split_checkpoint
+from ebm_vae.core.checkpoints import output_place, split_checkpoint
+
+from ebm_vae.core.runs import load_run
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ebm_vae.core.runs import load_run, output_place
+from ebm_vae.core.checkpoints import output_place
+
+from ebm_vae.core.runs import load_run
 from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.cli import add_threads_arg, run_tool

@@ -31,8 +31,8 @@ from ebm_vae.completion.masks import FillError, MaskSource, paste
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import frozen, langevin_step
 from ebm_vae.core.models import Encoder, conv_attrs, conv_stack, conv_stack_size
-from ebm_vae.core.runs import (checkpoint_iteration, layer_states, load_checkpoint_into,
-                               load_objects, save_checkpoint)
+from ebm_vae.core.checkpoints import checkpoint_iteration, load_checkpoint_into, load_objects
+from ebm_vae.core.states import layer_states, save_checkpoint
 from ebm_vae.core.teach import TeachStats, learn
 from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, fit,
                                 start_run)

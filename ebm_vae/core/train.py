@@ -23,8 +23,9 @@ import paddle
 from ebm_vae.core.config import Config, TrainConfig, dump_config
 from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
 from ebm_vae.core.models import build_models
-from ebm_vae.core.runs import (CHECKPOINTS, CheckpointError, latest_checkpoint,
-                               load_objects, snapshot_states, write_checkpoint)
+from ebm_vae.core.checkpoints import (CHECKPOINTS, latest_checkpoint, load_objects, snapshot_states,
+                                      write_checkpoint)
+from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
 from ebm_vae.data.datasets import load_split
 from ebm_vae.errors import Stopped, UserError

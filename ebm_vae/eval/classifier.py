@@ -5,7 +5,7 @@
 It needs no download, so it works on a laptop and in tests, but it is NOT comparable to the
 Inception FIDs of papers: use it to compare runs, checkpoints and samplers with each other.
 
-The checkpoint (ebm_vae.core.runs format) holds the weights, the dataset name, the image shape,
+The checkpoint (ebm_vae.core.states single-file format) holds the weights, the dataset name, the image shape,
 the test accuracy and the feature statistics of the train and test splits (the FID references).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ebm_vae.core.runs import load_checkpoint, save_checkpoint
+from ebm_vae.core.states import load_checkpoint, save_checkpoint
 from ebm_vae.errors import UserError
 from ebm_vae.eval.metrics import FeatureStats, feature_stats, frechet_distance
 from ebm_vae.utils.progress import Progress

@@ -19,7 +19,7 @@ import yaml
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.runs import checkpoint_iteration
+from ebm_vae.core.checkpoints import checkpoint_iteration
 from ebm_vae.reproduce.spec import RunSpec, ScaleSpec, TableSpec
 from ebm_vae.utils.typed_yaml import ConfigError, load_raw
 

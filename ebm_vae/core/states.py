@@ -1,0 +1,159 @@
+"""State dicts: loading them exactly into networks and optimisers (every tensor the objects
+expect, with its shape, and nothing else), and the single-file pickle form (the classifier, and
+runs of the old format, `checkpoints/last.ckpt`)."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import paddle
+
+from ebm_vae.errors import UserError
+from ebm_vae.utils.atomic import write_bytes
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the networks the config describes."""
+
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy <-> tensors, and the old pickle format
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, paddle.Tensor):
+        return tree.numpy()
+    return tree
+
+
+def to_tensors(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: to_tensors(v) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray):
+        return paddle.to_tensor(tree)
+    return tree
+
+
+def layer_states(layers: dict[str, Any]) -> dict[str, dict]:
+    """State dicts (as numpy) of named layers or optimisers."""
+    return {name: _to_numpy(obj.state_dict()) for name, obj in layers.items()}
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Pickle `payload` (tensors as numpy) to one file, atomically. The old run-checkpoint
+    format, still used for single-file artefacts (the classifier)."""
+    write_bytes(path, pickle.dumps(_to_numpy(payload), protocol=4))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a pickle written by `save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# exact state loading
+
+def tensor_shape(v: Any) -> list[int]:
+    return [int(s) for s in (v.shape if hasattr(v, "shape") else np.shape(v))]
+
+
+def _fmt(shape: list[int]) -> str:
+    return "[" + ",".join(str(s) for s in shape) + "]"
+
+
+def _problems(kind: str, missing: Iterable[str], extra: Iterable[str],
+              shapes: Iterable[tuple[str, list[int], list[int]]], limit: int = 6) -> list[str]:
+    out = []
+    for title, names in (("missing", sorted(missing)), ("unexpected", sorted(extra))):
+        if names:
+            more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+            out.append(f"{title} {', '.join(names[:limit])}{more}")
+    shapes = sorted(shapes)
+    for name, got, want in shapes[:limit]:
+        out.append(f"shape of {name} is {_fmt(got)}, the {kind} expects {_fmt(want)}")
+    if len(shapes) > limit:
+        out.append(f"{len(shapes) - limit} more shape mismatches")
+    return out
+
+
+def layer_problems(layer: paddle.nn.Layer, state: dict) -> list[str]:
+    """How `state` differs from `layer`'s state dict: missing and unexpected tensors, shapes."""
+    want = {k: tensor_shape(v) for k, v in layer.state_dict().items()}
+    got = {k: tensor_shape(v) for k, v in state.items()}
+    return _problems("config", want.keys() - got.keys(), got.keys() - want.keys(),
+                     [(k, got[k], want[k]) for k in want.keys() & got.keys() if got[k] != want[k]])
+
+
+def optimizer_problems(opt: paddle.optimizer.Optimizer, state: dict) -> list[str]:
+    """How a saved optimiser state differs from what `opt`'s parameters need. An empty state
+    (no step taken yet) fits any optimiser. Otherwise every parameter must have the same set of
+    accumulators (`<param>_<kind>`), moments of its shape, and nothing else may be there."""
+    tensors = {k: v for k, v in state.items() if hasattr(v, "shape")}
+    if not tensors:
+        return []
+    params = {p.name: tensor_shape(p) for p in opt._parameter_list}
+    trainable = {p.name for p in opt._parameter_list if not p.stop_gradient}
+    by_param: dict[str, set[str]] = {p: set() for p in params}
+    extra, shapes = [], []
+    for key, value in tensors.items():
+        owner = max((p for p in params if key.startswith(p + "_")), key=len, default=None)
+        if owner is None:
+            extra.append(key)
+            continue
+        kind = key[len(owner) + 1:]
+        by_param[owner].add(kind)
+        if kind.startswith("moment") and tensor_shape(value) != params[owner]:
+            shapes.append((key, tensor_shape(value), params[owner]))
+    kinds = set().union(*by_param.values())
+    missing = [f"{p}_{k}" for p, have in by_param.items() if p in trainable
+               for k in sorted(kinds - have)]
+    return _problems("optimiser", missing, extra, shapes)
+
+
+def check_states(objects: dict[str, Any], states: dict[str, dict], where: str,
+                 label: Any = None) -> None:
+    """Raise CheckpointError naming every tensor that is missing, unexpected or of the wrong
+    shape, per file (`label(name)`, default `<name>.pdparams` / `.pdopt`). Paddle's own
+    set_state_dict only warns, and leaves such tensors at their current values."""
+    label = label or file_name
+    problems = []
+    for name, obj in objects.items():
+        if name not in states:
+            problems.append(f"{label(name)}: not in the checkpoint")
+            continue
+        found = (optimizer_problems(obj, states[name]) if _is_optimizer(obj)
+                 else layer_problems(obj, states[name]))
+        if found:
+            problems.append(f"{label(name)}: " + "; ".join(found))
+    if problems:
+        raise CheckpointError(f"{where} does not fit the networks of the config: "
+                              + " | ".join(problems))
+
+
+def load_layer_states(layers: dict[str, Any], states: dict[str, dict], where: str = "checkpoint",
+                      label: Any = None) -> None:
+    """Set the states of named layers and optimisers, exactly (see `check_states`)."""
+    check_states(layers, states, where, label)
+    for name, obj in layers.items():
+        obj.set_state_dict(to_tensors(dict(states[name])))
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, paddle.optimizer.Optimizer)
+
+
+def file_name(name: str, obj: Any = None) -> str:
+    """`<name>.pdopt` for optimisers (opt_*), `<name>.pdparams` for networks."""
+    is_opt = _is_optimizer(obj) if obj is not None else name.startswith("opt_")
+    return f"{name}.pdopt" if is_opt else f"{name}.pdparams"
