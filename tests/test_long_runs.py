@@ -32,7 +32,8 @@ def _run(raw, images, out, max_iters, resume=False, evaluation=None):
 
 def test_stabilisers_off_and_on_validate(tiny_raw):
     off = config_from_dict(tiny_raw).train
-    assert (off.data_noise, off.energy_penalty, off.keep_every, off.collapse_factor) == (0, 0, 0, 0)
+    assert (off.data_noise, off.energy_penalty, off.keep_every) == (0, 0, 0)
+    assert (off.collapse_factor, off.collapse_window, off.collapse_patience) == (20, 500, 10)
     tiny_raw["train"].update(data_noise=0.01, energy_penalty=1e-6, keep_every=100,
                              collapse_factor=100.0, collapse_window=50, collapse_patience=3)
     on = config_from_dict(tiny_raw).train

@@ -134,8 +134,9 @@ class TrainConfig:
     energy_penalty: float = 0.0  # a in a * (mean f(data)^2 + mean f(revised)^2) added to L_theta
     # Collapse detector (core/guards.py): stop when |f(data) - f(revised)| stays above
     # collapse_factor x its median over the previous collapse_window iterations for
-    # collapse_patience iterations in a row; collapse_factor 0 = off.
-    collapse_factor: float = 0.0
+    # collapse_patience iterations in a row; collapse_factor 0 = off. The defaults never fired on
+    # four normal MNIST logs (results/stability.md) and fired 7 iterations before the NaN.
+    collapse_factor: float = 20.0
     collapse_window: int = 500
     collapse_patience: int = 10
 
