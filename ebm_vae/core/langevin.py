@@ -49,7 +49,8 @@ def _chunks(n: int, size: int) -> list[int]:
 def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Optional[float],
                   noise: bool, chunk_size: Optional[int] = None,
                   grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
-    """One step of eq. (L); appends the root-mean-square of df/dx over all pixels to `grad_rms`."""
+    """One step of eq. (L); appends the root-mean-square of df/dx over all pixels to `grad_rms`
+    (a host sync: pass it on the steps whose value is wanted only)."""
     drift = energy_grad(f, x, chunk_size)
     if grad_rms is not None:
         grad_rms.append(math.sqrt(float((drift ** 2).mean())))
@@ -68,10 +69,11 @@ def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
     """Revise `x` by `steps` steps of eq. (L) under the EBM f = `ebm`; returns a detached tensor.
 
     Chunking splits only the gradient computation, so results do not depend on `chunk_size`.
-    `grad_rms`, if a list, receives the RMS of df/dx of every step (a diagnostic; no random draws).
+    `grad_rms`, if a list, receives the RMS of df/dx at the last step (a diagnostic; no random draws).
     """
     x = x.detach()
     with frozen(ebm):
-        for _ in range(steps):
-            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size, grad_rms)
+        for t in range(steps):
+            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size,
+                              grad_rms if t == steps - 1 else None)
     return x

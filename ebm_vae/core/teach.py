@@ -69,9 +69,14 @@ class TeachStats:
     grad_norm_vae: float
 
 
-def _grad_norm(params: list) -> float:
-    sq = [(p.grad.astype("float32") ** 2).sum() for p in params if p.grad is not None]
+def l2_norm(tensors: list) -> float:
+    """The L2 norm of several tensors together (one host sync)."""
+    sq = [(t.astype("float32") ** 2).sum() for t in tensors]
     return math.sqrt(float(paddle.add_n(sq))) if sq else 0.0
+
+
+def _grad_norm(params: list) -> float:
+    return l2_norm([p.grad for p in params if p.grad is not None])
 
 
 def _checked(quantity: str, value: float | paddle.Tensor) -> float:
@@ -101,7 +106,7 @@ def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, 
 def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig,
            grad_rms: Optional[list[float]] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat).
-    `grad_rms` receives the RMS of df/dx at each Langevin step (see `langevin`)."""
+    `grad_rms` receives the RMS of df/dx at the last Langevin step (see `langevin`)."""
     z = paddle.randn([num_chains, latent_dim])  # step 1
     with paddle.no_grad():
         x_hat = models.decoder(z)  # step 2

@@ -26,7 +26,7 @@ from ebm_vae.core.models import build_models
 from ebm_vae.core.checkpoints import (CHECKPOINTS, latest_checkpoint, load_objects, snapshot_states,
                                       write_checkpoint)
 from ebm_vae.core.states import CheckpointError
-from ebm_vae.core.teach import NonFiniteError, decayed_lr, make_optimizers, teach_step
+from ebm_vae.core.teach import NonFiniteError, decayed_lr, l2_norm, make_optimizers, teach_step
 from ebm_vae.data.datasets import load_split
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError, atomic_write
@@ -102,7 +102,7 @@ class GenerationTask(TeachTask):
         stats = asdict(stats)  # means over this worker's shard; the gradient norms are global
         stats.update(chain_diagnostics(x_hat, x_tilde, grad_rms))
         stats.update(mean_values({k: v for k, v in stats.items() if "grad_norm" not in k}, w))
-        return {**stats, "l2_mean_dist": l2, "ebm_weight_norm": weight_norm(self.models.ebm)}
+        return {**stats, "l2_mean_dist": l2, "ebm_weight_norm": l2_norm(self.models.ebm.parameters())}
 
     def panels(self) -> list[tuple[str, np.ndarray]]:
         if self.last is None:
@@ -117,11 +117,6 @@ def chain_diagnostics(x_hat: paddle.Tensor, x_tilde: paddle.Tensor, grad_rms: li
     return {"chain_move": math.sqrt(float(((x_tilde - x_hat) ** 2).mean())),
             "revised_abs_max": float(x_tilde.abs().max()),
             "langevin_grad_rms": grad_rms[-1] if grad_rms else 0.0}
-
-
-def weight_norm(layer: paddle.nn.Layer) -> float:
-    """The L2 norm of all of a network's parameters together."""
-    return math.sqrt(sum(float((p.astype("float32") ** 2).sum()) for p in layer.parameters()))
 
 
 class Evaluation(NamedTuple):
