@@ -95,3 +95,20 @@ def test_energy_grad_is_per_sample_gradient():
     x = paddle.to_tensor(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2))
     g = energy_grad(Quadratic(1.0, 2.0), x, chunk_size=1).numpy()
     np.testing.assert_allclose(g, -(x.numpy() - 1.0) / 4.0, rtol=1e-6)
+
+
+def test_clamp_keeps_chains_in_the_data_range_and_is_otherwise_the_same_step():
+    """Under an energy whose mode is at 5, unclamped chains leave [-1, 1]; clamped chains sit at the
+    boundary. Inside the range one clamped step equals the plain step (the clip is then a no-op)."""
+    x0 = paddle.zeros([6, 1, 2, 2])
+    free = langevin(Quadratic(5.0, 1.0), x0, steps=200, step_size=0.3, ref_sigma=None,
+                    noise=False).numpy()
+    kept = langevin(Quadratic(5.0, 1.0), x0, steps=200, step_size=0.3, ref_sigma=None,
+                    noise=False, clamp=True).numpy()
+    assert free.min() > 4.9
+    np.testing.assert_array_equal(kept, np.ones_like(kept))
+    paddle.seed(3)
+    a = langevin(Quadratic(0.0, 1.0), x0, steps=1, step_size=0.01).numpy()
+    paddle.seed(3)
+    b = langevin(Quadratic(0.0, 1.0), x0, steps=1, step_size=0.01, clamp=True).numpy()
+    np.testing.assert_array_equal(a, b)

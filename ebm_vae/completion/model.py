@@ -205,7 +205,8 @@ def conditional_langevin(ebm: ConditionalEBM, y: paddle.Tensor, c: paddle.Tensor
                 mu = ebm.mean_image(cc)  # c is fixed along the chain: mu(c) once
             for _ in range(steps):
                 yc = clamp_visible(langevin_step(lambda v, cc=cc, mu=mu: ebm(v, cc, mu), yc,
-                                                 lv.step_size, lv.ref_sigma, lv.noise), cc)
+                                                 lv.step_size, lv.ref_sigma, lv.noise,
+                                                 clamp=lv.clamp), cc)
             out.append(yc)
     return out[0] if len(out) == 1 else paddle.concat(out)
 

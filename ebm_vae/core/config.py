@@ -111,6 +111,7 @@ class LangevinConfig:
     ref_sigma: Optional[float] = 0.016  # null removes the Gaussian reference term
     noise: bool = True  # false reproduces the released code (noise line commented out)
     chunk_size: Optional[int] = None  # revise at most this many chains per forward/backward
+    clamp: bool = False  # [OURS] clip every step to [-1, 1], the data range (docs/method.md §8)
 
 
 @dataclass(frozen=True)

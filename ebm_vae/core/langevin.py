@@ -3,7 +3,8 @@
     x_{t+1} = x_t - (delta^2 / 2) * (x_t / sigma_ref^2 - df(x_t)/dx) + delta * U_t,   U_t ~ N(0, I)
 
 samples p(x) ∝ exp(f(x)) * N(x; 0, sigma_ref^2 I) as delta -> 0. `ref_sigma=None` drops the
-reference term; `noise=False` is the released code's deterministic variant.
+reference term; `noise=False` is the released code's deterministic variant; `clamp=True` projects
+every step back onto the data range [-1, 1] (a stabiliser [OURS], docs/method.md §8).
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def _chunks(n: int, size: int) -> list[int]:
 
 def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Optional[float],
                   noise: bool, chunk_size: Optional[int] = None,
-                  grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
-    """One step of eq. (L); appends the root-mean-square of df/dx over all pixels to `grad_rms`
+                  grad_rms: Optional[list[float]] = None, clamp: bool = False) -> paddle.Tensor:
+    """One step of eq. (L), then onto [-1, 1] if `clamp`; appends the root-mean-square of df/dx over all pixels to `grad_rms`
     (a host sync: pass it on the steps whose value is wanted only)."""
     drift = energy_grad(f, x, chunk_size)
     if grad_rms is not None:
@@ -59,13 +60,15 @@ def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Op
     x = x + 0.5 * step_size ** 2 * drift  # eq. (L): x - (delta^2/2)(x/sigma^2 - df/dx)
     if noise:
         x = x + step_size * paddle.randn(x.shape, dtype=x.dtype)  # eq. (L): + delta * U
+    if clamp:
+        x = x.clip(-1.0, 1.0)  # [OURS] stay where the EBM is trained (the data range)
     return x.detach()
 
 
 def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
              ref_sigma: Optional[float] = 0.016, noise: bool = True,
-             chunk_size: Optional[int] = None, grad_rms: Optional[list[float]] = None
-             ) -> paddle.Tensor:
+             chunk_size: Optional[int] = None, grad_rms: Optional[list[float]] = None,
+             clamp: bool = False) -> paddle.Tensor:
     """Revise `x` by `steps` steps of eq. (L) under the EBM f = `ebm`; returns a detached tensor.
 
     Chunking splits only the gradient computation, so results do not depend on `chunk_size`.
@@ -75,5 +78,5 @@ def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
     with frozen(ebm):
         for t in range(steps):
             x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size,
-                              grad_rms if t == steps - 1 else None)
+                              grad_rms if t == steps - 1 else None, clamp)
     return x

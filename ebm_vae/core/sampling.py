@@ -57,7 +57,7 @@ def interpolate(models: Models, latent_dim: int, lv: LangevinConfig, pairs: int 
     with paddle.no_grad():
         decoded = models.decoder(z)
     revised = langevin(models.ebm, decoded, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size)
+                       lv.chunk_size, clamp=lv.clamp)
     return Pair(decoded.numpy(), revised.numpy())
 
 
@@ -75,7 +75,7 @@ def reconstruct(models: Models, images: np.ndarray, lv: LangevinConfig, use_mean
             x_hat = models.decoder(z)
         decoded.append(x_hat.numpy())
         revised.append(langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                                lv.chunk_size).numpy())
+                                lv.chunk_size, clamp=lv.clamp).numpy())
         bar.update(start + len(x), force=start + len(x) == len(images))
     bar.close()
     return Pair(np.concatenate(decoded), np.concatenate(revised))

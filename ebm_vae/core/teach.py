@@ -111,7 +111,7 @@ def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig,
     with paddle.no_grad():
         x_hat = models.decoder(z)  # step 2
     x_tilde = langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size, grad_rms)  # step 3
+                       lv.chunk_size, grad_rms, lv.clamp)  # step 3
     return x_hat, x_tilde
 
 
