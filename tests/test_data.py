@@ -384,3 +384,14 @@ def test_module_imports_without_paddle():
         "assert 'paddle' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subset_of_a_class_sorted_split_spans_the_classes():
+    """Image folders load class by class: a subset of 100 must not be the first class only."""
+    labels = np.repeat(np.arange(10), 100)
+    images = labels.astype(np.float32).reshape(-1, 1, 1, 1)
+    picked = data.subset(images, 100)
+    assert len(picked) == 100 and len(np.unique(picked)) == 10
+    assert np.all(np.diff(picked.ravel()) >= 0)  # file order kept
+    np.testing.assert_array_equal(picked, data.subset(images, 100))  # a fixed choice
+    assert data.subset(images, None) is images and data.subset(images, 5000) is images

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src = p.add_argument_group("what to evaluate (default: samples drawn from the run)")
     src.add_argument("--images", metavar="NPZ", help="a sample file of tools/sample.py (keys "
                      "`images`, optional `proposals`)")
-    src.add_argument("--real", choices=["train", "test"], help="the first --n real images of a split")
+    src.add_argument("--real", choices=["train", "test"], help="--n real images of a split (a fixed seeded choice)")
     src.add_argument("--untrained", action="store_true", help="the run's model at initialisation")
     p.add_argument("--n", type=int, default=50000, help="samples per set (default 50000, as the "
                    "released test script; CPU users: 1000-10000)")
@@ -65,8 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="chains per sampling batch (default train.num_chains)")
     p.add_argument("--reference", choices=["train", "test"], default="train",
                    help="split whose statistics FID compares against (default train)")
-    p.add_argument("--reference-n", type=int, help="FID's reference: the first N images of the "
-                   "split (default: all; the released code used 10000)")
+    p.add_argument("--reference-n", type=int, help="FID's reference: N images of the split, a "
+                   "fixed seeded choice (default: all; the released code used 10000)")
     p.add_argument("--inception", help="converted Inception weights (.pdparams); else "
                    "$EBM_VAE_INCEPTION, the config's eval.inception, or the cache's")
     p.add_argument("--fid-stats", help="Inception reference statistics .npz (default: computed "

@@ -161,7 +161,7 @@ class EvalConfig:
     classifier: Optional[str] = None  # classifier checkpoint; null: <run dir>/classifier.ckpt (trained if missing)
     classifier_epochs: int = 1  # epochs when the classifier has to be trained
     inception: Optional[str] = None  # FID Inception .pdparams (null: $EBM_VAE_INCEPTION, the cache)
-    reference_images: Optional[int] = None  # fid: the first N reference images (null: the split)
+    reference_images: Optional[int] = None  # fid: N reference images, seeded choice (null: all)
 
 
 @dataclass(frozen=True)

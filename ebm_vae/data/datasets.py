@@ -14,7 +14,7 @@ import pickle
 import struct
 import tarfile
 import zlib
-from typing import IO
+from typing import IO, Optional
 
 import numpy as np
 from PIL import Image
@@ -253,3 +253,11 @@ def load_split(name: str, root: str | None, split: str = "train") -> tuple[np.nd
     images /= 127.5
     images -= 1.0
     return images, y.astype(np.int64)
+
+
+def subset(images: np.ndarray, n: Optional[int], seed: int = 0) -> np.ndarray:
+    """`n` images of a split (all if n is None or >= its size): a fixed seeded choice kept in file
+    order, so a split stored class by class (image folders) is not cut to its first classes."""
+    if n is None or n >= len(images):
+        return images
+    return images[np.sort(np.random.default_rng(seed).permutation(len(images))[:n])]

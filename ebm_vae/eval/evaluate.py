@@ -176,8 +176,8 @@ def sample_file_sets(path: str | Path, n: int) -> dict[str, np.ndarray]:
 
 
 def real_sets(dataset: str, root: Optional[str], split: str, n: int) -> dict[str, np.ndarray]:
-    """The first `n` real images of a split, as the set `real_<split>`."""
-    return {f"real_{split}": datasets.load_split(dataset, root, split)[0][:n]}
+    """`n` real images of a split (`datasets.subset`), as the set `real_<split>`."""
+    return {f"real_{split}": datasets.subset(datasets.load_split(dataset, root, split)[0], n)}
 
 
 # ---- the metrics ----------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
 def write_inception_stats(dataset: str, root: Optional[str], split: str,
                           inception: Union[str, FIDInceptionV3, None], out: Optional[Path] = None,
                           progress: bool = True, n: Optional[int] = None) -> tuple[Path, int]:
-    """Inception pool3 statistics of the first `n` (None: all) images of a split (FID's
+    """Inception pool3 statistics of `n` (None: all) images of a split (FID's
     reference) at `out` (default: the cache, where `prerequisites` finds them), computed unless
     they are there for these weights and this count; returns the path and the image count."""
     net = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)

@@ -2,7 +2,7 @@
 
 A statistics file records what it was computed from: the Inception weights (the SHA-256 of the
 .pdparams, hashed once per file version, see `ebm_vae.utils.cache.file_sha256`), the dataset, the
-split and the number of images asked for (`all`, or the first N). It is reused only while all of
+split and the number of images asked for (`all`, or N chosen by `datasets.subset`). It is reused only while all of
 them match; other weights or another count are computed (and cached) anew. The default place is
 <cache>/fid_stats/inception_<dataset>_<split>_<count>_<weights hash>.npz.
 """
@@ -33,7 +33,7 @@ def reference_key(net, dataset: str, split: str, n: Optional[int]) -> dict[str, 
     if n is not None and n < 2:
         raise ReferenceStatsError(f"reference statistics need at least 2 images, not {n}")
     return {"weights_sha256": net.weights_sha256, "dataset": dataset, "split": split,
-            "count": "all" if n is None else str(n)}
+            "count": "all" if n is None else str(n), "selection": "subset_seed0"}
 
 
 def reference_path(key: dict[str, str]) -> Path:
@@ -69,7 +69,7 @@ def check_weights(path: str | Path, net) -> FeatureStats:
 
 def reference_stats(net, dataset: str, root: Optional[str], split: str, n: Optional[int] = None,
                     out: Optional[Path] = None, progress: bool = True) -> tuple[FeatureStats, Path]:
-    """Inception statistics of the first `n` (None: all) images of a split: read from `out`
+    """Inception statistics of `n` (None: all) images of a split (`datasets.subset`): read from `out`
     (default: the cache) if they were computed with these weights and this count, else computed
     in batches (with a progress bar) and written there, with the covariance's square root that
     every FID against them uses. Returns them and the file."""
@@ -77,7 +77,7 @@ def reference_stats(net, dataset: str, root: Optional[str], split: str, n: Optio
     path = Path(out) if out else reference_path(key)
     stats = _cached(path, key)
     if stats is None:
-        images = datasets.load_split(dataset, root, split)[0][:n]
+        images = datasets.subset(datasets.load_split(dataset, root, split)[0], n)
         print(f"Inception reference statistics of {len(images)} {dataset} {split} images -> "
               f"{path} (computed once for these weights and this count)", file=sys.stderr)
         feats = inception_outputs(net, images, progress=progress, probs=False)[0]
