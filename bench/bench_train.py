@@ -113,7 +113,7 @@ def run_paddle(spec: dict) -> dict:
     k = min(lv.steps, 3) or 1
 
     def lsteps():
-        float(langevin(models.ebm, x0, k, lv.step_size, lv.ref_sigma, lv.noise, lv.chunk_size).sum())
+        float(langevin(models.ebm, x0, lv, k).sum())
 
     def step():
         teach_step(models, opt_e, opt_v, x_data, t.num_chains, m.latent_dim, lv, t.gamma)
@@ -121,8 +121,7 @@ def run_paddle(spec: dict) -> dict:
     def sample():
         with paddle.no_grad():
             x = models.decoder(paddle.randn([t.num_chains, m.latent_dim]))
-        float(langevin(models.ebm, x, cfg.sample.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size).sum())
+        float(langevin(models.ebm, x, lv, cfg.sample.steps).sum())
 
     out = {"applied": applied}
     for name, fn, per in [("langevin_step", lsteps, k), ("teach_step", step, 1), ("sample", sample, 1)]:

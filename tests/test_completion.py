@@ -17,10 +17,11 @@ from ebm_vae.completion.config import completion_config_from_dict, load_completi
 from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity, paired_difference
 from ebm_vae.completion.masks import (FillError, MaskError, MaskSource, center_masks, load_mask,
                                       random_square_masks, resize_mask)
-from ebm_vae.completion.model import (build_conditional_models, complete, complete_k,
-                                      condition, conditional_langevin, load_completion_run,
-                                      eval_masks)
+from ebm_vae.completion.fill import complete, complete_k
+from ebm_vae.completion.networks import build_conditional_models, condition
+from ebm_vae.completion.train import eval_masks, load_completion_run
 from ebm_vae.core.config import LangevinConfig
+from ebm_vae.core.langevin import langevin
 from ebm_vae.core.checkpoints import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
@@ -256,6 +257,13 @@ def test_16_bit_greyscale_pictures_and_masks_are_scaled_not_clipped(tmp_path):
 
 
 # ---- conditional Langevin and filling --------------------------------------------------------
+
+def conditional_langevin(ebm, y, c, steps, lv):
+    """Core's Langevin under f(., c), as Algorithm 1's `revise` runs it with a condition."""
+    with paddle.no_grad():
+        cond = ebm.chain_inputs(c)
+    return langevin(ebm, y, lv, steps, cond, lambda v: ebm.project(v, c))
+
 
 def test_conditional_langevin_keeps_the_condition_and_depends_on_it():
     cfg = completion_config_from_dict(tiny_completion_raw())
@@ -581,11 +589,12 @@ def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
     run = tmp_path / "run"
     assert complete_tool.main(["train", "-c", str(cfg_path), "--out", str(run), "--max-iters",
                                "2", "--no-progress"]) == 0
-    assert (run / "snapshots/iter_0000001.ckpt").is_file()
-    assert (run / "snapshots/iter_0000002.ckpt").is_file()
+    # every evaluated state is kept as a checkpoint folder (eval.keep_checkpoints), and the best
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["best", "iter_0000001", "iter_0000002"]
     assert complete_tool.main(["curve", "--ckpt", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert Image.open(tmp_path / "c.png").size[0] > 100
-    report = evaluate(run, tmp_path / "ev", checkpoint=run / "snapshots/iter_0000001.ckpt")
+    report = evaluate(run, tmp_path / "ev", checkpoint=run / "checkpoints/iter_0000001")
     assert report["iteration"] == 1 and report["training_seconds"] > 0
     with open(run / "log.csv") as fh:
         first = next(__import__("csv").DictReader(fh))

@@ -30,7 +30,8 @@ from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, checkpoint_iteration, latest_checkpoint,
                                       read_checkpoint)
 from ebm_vae.core.states import CheckpointError, layer_states, save_checkpoint
-from ebm_vae.core.train import TrainingError, read_log, train_generation
+from ebm_vae.core.record import read_log
+from ebm_vae.core.train import TrainingError, train_generation
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
@@ -352,7 +353,8 @@ def test_appended_rows_are_flushed_and_synced_before_a_checkpoint(tiny_raw, tiny
 
 
 def _nan_in_vae_loss_at(monkeypatch, call: int) -> None:
-    """The VAE loss of the `call`-th iteration (1-based) becomes NaN: the EBM has stepped."""
+    """The VAE loss of the `call`-th iteration (1-based) becomes NaN (after the EBM's gradient,
+    before either update)."""
     import ebm_vae.core.teach as teach
     real, count = teach.vae_loss, [0]
 
@@ -375,8 +377,7 @@ def test_nonfinite_vae_stop_saves_both_networks_and_optimisers_before_the_iterat
             _run(tiny_raw, tiny_images, run, 4)
     msg = str(err.value)
     assert msg.startswith("iteration 3 (epoch 0): non-finite VAE loss")
-    assert "The EBM had already taken this iteration's Adam step, the VAE had not" in msg
-    assert "stopped before the update" not in msg
+    assert "No network was updated in this iteration" in msg
     named = re.search(r"checkpoint (\S+);", msg).group(1)
     assert Path(named) == latest_checkpoint(run) and Path(named).name == "iter_0000002"
     meta = json.loads((Path(named) / "state.json").read_text())
@@ -650,7 +651,7 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
 
 
 def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_path, monkeypatch):
-    import ebm_vae.core.train as train_mod
+    import ebm_vae.core.record as record_mod
     _run(tiny_raw, tiny_images, tmp_path / "full", 4)
     run = tmp_path / "run"
     real, calls = csv.DictWriter, [0]
@@ -664,7 +665,7 @@ def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_
             return super().writerow(row)
 
     with monkeypatch.context() as m:
-        m.setattr(train_mod.csv, "DictWriter", FullDisk)
+        m.setattr(record_mod.csv, "DictWriter", FullDisk)
         with pytest.raises(WriteError, match="log.csv: No space left on device"):
             _run(tiny_raw, tiny_images, run, 4)
     assert checkpoint_iteration(run) == 2
@@ -673,30 +674,51 @@ def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_
     _assert_same_states(run, tmp_path / "full")
 
 
-def test_a_second_signal_abandons_the_iteration_and_saves_the_state_before_it(
-        tiny_raw, tiny_images, tmp_path, monkeypatch):
-    """SIGINT twice inside iteration 3, after its updates: the checkpoint is the state after
-    iteration 2, exactly."""
+def _signal_twice_in(monkeypatch, method: str, at_call: int) -> None:
+    """Send SIGINT twice inside GenerationTask.<method> of iteration `at_call`."""
     import ebm_vae.core.train as train_mod
-    _run(tiny_raw, tiny_images, tmp_path / "ref2", 2)
-    real, calls = train_mod.GenerationTask.step, [0]
+    real, calls = getattr(train_mod.GenerationTask, method), [0]
 
-    def step(self, batch):
+    def patched(self, arg):
         calls[0] += 1
-        out = real(self, batch)
-        if calls[0] == 3:
+        out = real(self, arg)
+        if calls[0] == at_call:
             os.kill(os.getpid(), signal.SIGINT)  # finish the iteration, then stop...
             os.kill(os.getpid(), signal.SIGINT)  # ...no: stop now
             time.sleep(0.1)
         return out
 
-    monkeypatch.setattr(train_mod.GenerationTask, "step", step)
+    monkeypatch.setattr(train_mod.GenerationTask, method, patched)
+
+
+def test_a_second_signal_abandons_the_revision_and_saves_the_state_before_it(
+        tiny_raw, tiny_images, tmp_path, monkeypatch):
+    """SIGINT twice while iteration 3 revises its chains (steps 1-3, no update yet): the
+    checkpoint is the state after iteration 2, exactly (batch-norm statistics included)."""
+    from ebm_vae.core.stopping import Interrupted
+    _run(tiny_raw, tiny_images, tmp_path / "ref2", 2)
+    _signal_twice_in(monkeypatch, "revise", 3)
     tiny_raw["train"]["checkpoint_every"] = 100
     run = tmp_path / "run"
-    with pytest.raises(train_mod.Interrupted) as err:
+    with pytest.raises(Interrupted) as err:
         _run(tiny_raw, tiny_images, run, 6)
     assert err.value.exit_code == 130
     assert "SIGINT: stopped after iteration 2" in str(err.value)
     assert checkpoint_iteration(run) == 2
     _assert_same_states(run, tmp_path / "ref2")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_signals_during_the_updates_let_the_iteration_finish(tiny_raw, tiny_images, tmp_path,
+                                                             monkeypatch):
+    """SIGINT twice while iteration 3 updates the networks (steps 4-5): the updates are never cut
+    in half; the iteration ends, its state is saved and the run stops."""
+    from ebm_vae.core.stopping import Interrupted
+    _run(tiny_raw, tiny_images, tmp_path / "ref3", 3)
+    _signal_twice_in(monkeypatch, "learn", 3)
+    tiny_raw["train"]["checkpoint_every"] = 100
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted, match="SIGINT: stopped after iteration 3"):
+        _run(tiny_raw, tiny_images, run, 6)
+    assert checkpoint_iteration(run) == 3
+    _assert_same_states(run, tmp_path / "ref3")

@@ -113,8 +113,7 @@ def test_ancestral_sample_is_decoder_then_langevin_in_batches(tiny_raw, tmp_path
     lv = lv.__class__(**{**lv.__dict__, "noise": False})
     pair = ancestral_sample(run.models, 7, 4, lv, batch_size=3, progress=False)
     assert pair.revised.shape == (7, 1, 8, 8)
-    again = langevin(run.models.ebm, paddle.to_tensor(pair.proposals), 3, lv.step_size,
-                     lv.ref_sigma, noise=False).numpy()
+    again = langevin(run.models.ebm, paddle.to_tensor(pair.proposals), lv).numpy()
     assert np.allclose(pair.revised, again, atol=1e-5) and not np.allclose(pair.revised, pair.proposals)
 
 

@@ -22,7 +22,7 @@ LANGEVIN_SCRIPT = r"""
 import json, os, sys
 import paddle
 import ebm_vae, ebm_vae.core.config, ebm_vae.core.langevin, ebm_vae.core.models, ebm_vae.utils.runtime, ebm_vae.core.teach
-from ebm_vae.core.config import ConvLayer, EBMConfig
+from ebm_vae.core.config import ConvLayer, EBMConfig, LangevinConfig
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import EBM
 before = {"mkl": os.environ.get("MKL_DEBUG_CPU_TYPE"), "onednn": paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]}
@@ -30,7 +30,7 @@ applied = ebm_vae.utils.runtime.configure_cpu(**json.loads(sys.argv[1])) if sys.
 paddle.seed(3)
 ebm = EBM(EBMConfig([ConvLayer(8, 5, 2), ConvLayer(16, 3, 1)], out_dim=3), 2, 9, 0.05, 0.2)
 x = paddle.uniform([6, 2, 9, 9], min=-1.0, max=1.0)
-y = langevin(ebm, x, steps=4, step_size=0.05, ref_sigma=1.0, noise=True)
+y = langevin(ebm, x, LangevinConfig(steps=4, step_size=0.05, ref_sigma=1.0, noise=True))
 print("OUT " + json.dumps({"before": before, "applied": applied, "y": y.numpy().tolist()}))
 """
 

@@ -146,6 +146,20 @@ def test_teach_step_refuses_nan_before_updating(tiny_raw):
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, models.ebm.parameters()))
 
 
+def test_a_vae_nan_leaves_the_ebm_untouched_too(tiny_raw):
+    """Both gradients are checked before either update: a non-finite VAE loss (gamma = NaN) must
+    not let the EBM take its step first."""
+    cfg = config_from_dict(tiny_raw)
+    models = build_models(cfg.model)
+    opt_ebm, opt_vae = make_optimizers(models, 0.01, 0.01, 0.5, 0.999)
+    trained = [p for m in models for p in m.parameters() if not p.stop_gradient]
+    before = [p.numpy().copy() for p in trained]
+    with pytest.raises(NonFiniteError, match="VAE loss"):
+        teach_step(models, opt_ebm, opt_vae, paddle.zeros([6, 1, 8, 8]), 5, 4, cfg.langevin,
+                   float("nan"))
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, trained))
+
+
 def test_learning_rate_decay_matches_released_code():
     assert decayed_lr(0.009, 0, 0.98, 20) == 0.009
     assert decayed_lr(0.009, 20, 0.98, 20) == pytest.approx(0.009 * 0.98)

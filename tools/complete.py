@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
-from ebm_vae.completion.model import build_conditional_models, train_completion
+from ebm_vae.completion.networks import build_conditional_models
+from ebm_vae.completion.train import train_completion
 from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict

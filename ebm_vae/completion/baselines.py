@@ -75,6 +75,5 @@ def unconditional_fill(cfg: Config, models: Models, images: np.ndarray, masks: n
         x = paddle.to_tensor(apply_mask(images[i:i + batch_size], masks[i:i + batch_size]))
         with paddle.no_grad():
             x_hat = models.decoder(models.encoder(x)[0])
-        out.append(langevin(models.ebm, x_hat, cfg.sample.steps, lv.step_size, lv.ref_sigma,
-                            lv.noise, lv.chunk_size, clamp=lv.clamp).numpy())
+        out.append(langevin(models.ebm, x_hat, lv, cfg.sample.steps).numpy())
     return paste(np.clip(np.concatenate(out), -1.0, 1.0), images, masks)

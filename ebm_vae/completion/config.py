@@ -55,7 +55,7 @@ class ConditionalEBMConfig:
     - 'patch': a `head_kernel` x `head_kernel` 'SAME' conv to `out_dim` maps, f = the sum over all
       positions (a PatchGAN-like energy: a sum of local energies of overlapping patches).
     `mean` (optional): a z-free U-Net mu(c); f then also holds -||hole * (y - mu(c))||^2 /
-    (2 mean_sigma^2), a learned conditional Gaussian reference (ebm_vae.completion.model)."""
+    (2 mean_sigma^2), a learned conditional Gaussian reference (ebm_vae.completion.networks)."""
     conv: List[ConvLayer]
     head: Literal["global", "patch"] = "global"
     head_kernel: int = 3

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
 from ebm_vae.completion.masks import FillError, MaskError, load_mask, paste, resize_mask
-from ebm_vae.completion.model import complete_k, ebm_mean_fill, eval_masks, load_completion_run
+from ebm_vae.completion.fill import complete_k, ebm_mean_fill
+from ebm_vae.completion.train import eval_masks, load_completion_run
 from ebm_vae.core.runs import load_run
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import completion_metrics

@@ -5,6 +5,8 @@
 samples p(x) ∝ exp(f(x)) * N(x; 0, sigma_ref^2 I) as delta -> 0. `ref_sigma=None` drops the
 reference term; `noise=False` is the released code's deterministic variant; `clamp=True` projects
 every step back onto the data range [-1, 1] (a stabiliser [OURS], docs/method.md §8).
+A condition (image completion) is passed as extra inputs of f, `cond`, fixed along the chain, and
+a `project` that keeps every step on the support of p(x | c) (the visible pixels).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from typing import Callable, Iterator, Optional
 import paddle
 import paddle.nn as nn
 
-EnergyFn = Callable[[paddle.Tensor], paddle.Tensor]
+from ebm_vae.core.config import LangevinConfig
+
+EnergyFn = Callable[..., paddle.Tensor]  # f(x, *cond) -> [N] energies
+Project = Callable[[paddle.Tensor], paddle.Tensor]
 
 
 @contextlib.contextmanager
@@ -33,50 +38,52 @@ def frozen(layer: nn.Layer) -> Iterator[None]:
             p.stop_gradient = flag
 
 
-def energy_grad(f: EnergyFn, x: paddle.Tensor, chunk_size: Optional[int] = None) -> paddle.Tensor:
-    """d f(x_i) / d x_i for every sample (the gradient of the batch sum), `chunk_size` at a time."""
+def energy_grad(f: EnergyFn, x: paddle.Tensor, chunk_size: Optional[int] = None,
+                cond: tuple[paddle.Tensor, ...] = ()) -> paddle.Tensor:
+    """d f(x_i, *cond_i) / d x_i for every sample (the gradient of the batch sum), `chunk_size`
+    samples at a time (each with its rows of `cond`)."""
+    n = x.shape[0]
+    size = chunk_size or n
     grads = []
-    for xc in (paddle.split(x, _chunks(x.shape[0], chunk_size)) if chunk_size else [x]):
-        xc = xc.detach()
+    for start in range(0, n, size):
+        xc = x[start:start + size].detach()
         xc.stop_gradient = False
-        grads.append(paddle.grad(f(xc).sum(), xc)[0])
+        grads.append(paddle.grad(f(xc, *(c[start:start + size] for c in cond)).sum(), xc)[0])
     return grads[0] if len(grads) == 1 else paddle.concat(grads)
 
 
-def _chunks(n: int, size: int) -> list[int]:
-    return [size] * (n // size) + ([n % size] if n % size else [])
-
-
-def langevin_step(f: EnergyFn, x: paddle.Tensor, step_size: float, ref_sigma: Optional[float],
-                  noise: bool, chunk_size: Optional[int] = None,
-                  grad_rms: Optional[list[float]] = None, clamp: bool = False) -> paddle.Tensor:
-    """One step of eq. (L), then onto [-1, 1] if `clamp`; appends the root-mean-square of df/dx over all pixels to `grad_rms`
-    (a host sync: pass it on the steps whose value is wanted only)."""
-    drift = energy_grad(f, x, chunk_size)
+def langevin_step(f: EnergyFn, x: paddle.Tensor, lv: LangevinConfig,
+                  cond: tuple[paddle.Tensor, ...] = (), project: Optional[Project] = None,
+                  grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
+    """One step of eq. (L), then onto [-1, 1] if `lv.clamp`, then `project`; appends the
+    root-mean-square of df/dx over all pixels to `grad_rms` (a host sync: pass it on the steps
+    whose value is wanted only)."""
+    drift = energy_grad(f, x, lv.chunk_size, cond)
     if grad_rms is not None:
         grad_rms.append(math.sqrt(float((drift ** 2).mean())))
-    if ref_sigma is not None:
-        drift = drift - x / ref_sigma ** 2  # Gaussian reference term of eq. (L)
-    x = x + 0.5 * step_size ** 2 * drift  # eq. (L): x - (delta^2/2)(x/sigma^2 - df/dx)
-    if noise:
-        x = x + step_size * paddle.randn(x.shape, dtype=x.dtype)  # eq. (L): + delta * U
-    if clamp:
+    if lv.ref_sigma is not None:
+        drift = drift - x / lv.ref_sigma ** 2  # Gaussian reference term of eq. (L)
+    x = x + 0.5 * lv.step_size ** 2 * drift  # eq. (L): x - (delta^2/2)(x/sigma^2 - df/dx)
+    if lv.noise:
+        x = x + lv.step_size * paddle.randn(x.shape, dtype=x.dtype)  # eq. (L): + delta * U
+    if lv.clamp:
         x = x.clip(-1.0, 1.0)  # [OURS] stay where the EBM is trained (the data range)
-    return x.detach()
+    return (x if project is None else project(x)).detach()
 
 
-def langevin(ebm: nn.Layer, x: paddle.Tensor, steps: int, step_size: float,
-             ref_sigma: Optional[float] = 0.016, noise: bool = True,
-             chunk_size: Optional[int] = None, grad_rms: Optional[list[float]] = None,
-             clamp: bool = False) -> paddle.Tensor:
-    """Revise `x` by `steps` steps of eq. (L) under the EBM f = `ebm`; returns a detached tensor.
+def langevin(ebm: nn.Layer, x: paddle.Tensor, lv: LangevinConfig, steps: Optional[int] = None,
+             cond: tuple[paddle.Tensor, ...] = (), project: Optional[Project] = None,
+             grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
+    """Revise `x` by `steps` (default `lv.steps`) steps of eq. (L) under the EBM f = `ebm`, called
+    as ebm(x, *cond); returns a detached tensor. `project` is applied to x first and after every
+    step (completion: the visible pixels stay those of the condition).
 
-    Chunking splits only the gradient computation, so results do not depend on `chunk_size`.
+    Chunking splits only the gradient computation, so results do not depend on `lv.chunk_size`.
     `grad_rms`, if a list, receives the RMS of df/dx at the last step (a diagnostic; no random draws).
     """
-    x = x.detach()
+    steps = lv.steps if steps is None else steps
+    x = (x if project is None else project(x)).detach()
     with frozen(ebm):
         for t in range(steps):
-            x = langevin_step(ebm, x, step_size, ref_sigma, noise, chunk_size,
-                              grad_rms if t == steps - 1 else None, clamp)
+            x = langevin_step(ebm, x, lv, cond, project, grad_rms if t == steps - 1 else None)
     return x

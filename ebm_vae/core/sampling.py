@@ -56,8 +56,7 @@ def interpolate(models: Models, latent_dim: int, lv: LangevinConfig, pairs: int 
     z = ((1 - t) * z_a + t * z_b).reshape([pairs * points, latent_dim])
     with paddle.no_grad():
         decoded = models.decoder(z)
-    revised = langevin(models.ebm, decoded, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size, clamp=lv.clamp)
+    revised = langevin(models.ebm, decoded, lv)
     return Pair(decoded.numpy(), revised.numpy())
 
 
@@ -74,8 +73,7 @@ def reconstruct(models: Models, images: np.ndarray, lv: LangevinConfig, use_mean
             z = mu if use_mean else mu + paddle.randn(mu.shape) * paddle.exp(log_sigma)
             x_hat = models.decoder(z)
         decoded.append(x_hat.numpy())
-        revised.append(langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                                lv.chunk_size, clamp=lv.clamp).numpy())
+        revised.append(langevin(models.ebm, x_hat, lv).numpy())
         bar.update(start + len(x), force=start + len(x) == len(images))
     bar.close()
     return Pair(np.concatenate(decoded), np.concatenate(revised))

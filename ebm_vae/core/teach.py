@@ -13,7 +13,6 @@ import paddle
 
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import langevin
-from ebm_vae.core.models import Models
 
 
 class NonFiniteError(FloatingPointError):
@@ -86,77 +85,97 @@ def _checked(quantity: str, value: float | paddle.Tensor) -> float:
     return value
 
 
-def _update(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, name: str,
-            checks: dict[str, paddle.Tensor]) -> tuple[float, float]:
-    """One Adam step on `loss`, refused (parameters untouched) if a value in `checks`, the loss
-    or the gradient is not finite. The checks follow backward (where a data-parallel engine has
-    already combined the workers' gradients). Returns (loss, gradient norm)."""
+def _gradients(opt: paddle.optimizer.Optimizer, loss: paddle.Tensor, params: list, name: str,
+               checks: dict[str, paddle.Tensor]) -> tuple[float, float]:
+    """Backpropagate `loss` into `params`, then check that the values in `checks`, the loss and the
+    gradient are finite (after backward, where a data-parallel engine has combined the workers'
+    gradients). Returns (loss, gradient norm); raises NonFiniteError."""
     opt.clear_grad()
     loss.backward()
     for quantity, value in checks.items():
         _checked(quantity, value)
-    value = _checked(f"{name} loss", loss)
-    norm = _checked(f"{name} gradient norm", _grad_norm(params))
+    return _checked(f"{name} loss", loss), _checked(f"{name} gradient norm", _grad_norm(params))
+
+
+def _step(opt: paddle.optimizer.Optimizer) -> None:
     with paddle.utils.unique_name.guard():  # stable optimizer-state names, so checkpoints load
         opt.step()
     opt.clear_grad()
-    return value, norm
 
 
-def revise(models: Models, num_chains: int, latent_dim: int, lv: LangevinConfig,
-           grad_rms: Optional[list[float]] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat).
-    `grad_rms` receives the RMS of df/dx at the last Langevin step (see `langevin`)."""
-    z = paddle.randn([num_chains, latent_dim])  # step 1
+def _conditioned(models: NamedTuple, c: Optional[paddle.Tensor]):
+    """How steps 2-3 see the condition: the proposal g(z) or g(z, c), the EBM's extra inputs
+    along a chain, and the projection onto the support of p(x | c) (`ebm.chain_inputs` and
+    `ebm.project` of a conditional EBM; nothing without a condition)."""
+    if c is None:
+        return models.decoder, (), None
+    keep = lambda x: models.ebm.project(x, c)  # noqa: E731
     with paddle.no_grad():
-        x_hat = models.decoder(z)  # step 2
-    x_tilde = langevin(models.ebm, x_hat, lv.steps, lv.step_size, lv.ref_sigma, lv.noise,
-                       lv.chunk_size, grad_rms, lv.clamp)  # step 3
+        cond = models.ebm.chain_inputs(c)
+    return (lambda z: keep(models.decoder(z, c))), cond, keep
+
+
+def revise(models: NamedTuple, num_chains: int, latent_dim: int, lv: LangevinConfig,
+           c: Optional[paddle.Tensor] = None, grad_rms: Optional[list[float]] = None
+           ) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Steps 1-3: z ~ N(0, I_d), x_hat = g_alpha(z) (no pixel noise [CODE]), x_tilde = Langevin(x_hat).
+    With a condition `c` (one row per chain), x_hat = g_alpha(z, c) and the chains run under
+    f_theta(., c). `grad_rms` receives the RMS of df/dx at the last Langevin step (see `langevin`)."""
+    z = paddle.randn([num_chains, latent_dim])  # step 1
+    decode, cond, project = _conditioned(models, c)
+    with paddle.no_grad():
+        x_hat = decode(z)  # step 2
+    x_tilde = langevin(models.ebm, x_hat, lv, cond=cond, project=project, grad_rms=grad_rms)  # step 3
     return x_hat, x_tilde
 
 
 def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
           opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, x_tilde: paddle.Tensor,
-          gamma: float, c: Optional[paddle.Tensor] = None, energy_penalty: float = 0.0
-          ) -> TeachStats:
-    """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, then one VAE update on
+          gamma: float, c: Optional[paddle.Tensor] = None, data_noise: float = 0.0,
+          energy_penalty: float = 0.0) -> TeachStats:
+    """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, and one VAE update on
     the revised samples. With a condition `c` (image completion), every network also takes c.
-    `energy_penalty`: see `ebm_loss`.
 
-    Raises NonFiniteError before any parameter update that a NaN/inf would corrupt.
+    Stabilisers [OURS], off at 0: `data_noise` adds N(0, data_noise^2) to the data the EBM sees
+    (after Nijkamp et al. 2020); `energy_penalty`: see `ebm_loss`.
+
+    L_phi,alpha does not depend on theta, so both gradients are computed and checked before
+    either update: a NaN/inf raises NonFiniteError with no parameter changed.
     """
+    if data_noise > 0:
+        x_data = x_data + data_noise * paddle.randn(x_data.shape, dtype=x_data.dtype)
     f, q, g = ((models.ebm, models.encoder, models.decoder) if c is None else
                (lambda v: models.ebm(v, c), lambda v: models.encoder(v, c),
                 lambda z: models.decoder(z, c)))
     loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde, energy_penalty)  # step 4: L_theta
-    loss_e, norm_e = _update(opt_ebm, loss_e, models.ebm.parameters(), "EBM", {
+    loss_e, norm_e = _gradients(opt_ebm, loss_e, models.ebm.parameters(), "EBM", {
         "revised samples (Langevin)": x_tilde.abs().max(), "energy f(data)": f_data,
-        "energy f(revised)": f_rev})  # step 4: theta <- Adam(theta, dL_theta/dtheta)
+        "energy f(revised)": f_rev})
     loss_v, recon, kl = vae_loss(q, g, x_tilde, gamma)  # step 5: negative ELBO of x_tilde
     vae_params = models.encoder.parameters() + models.decoder.parameters()
-    loss_v, norm_v = _update(opt_vae, loss_v, vae_params, "VAE", {})  # step 5: (alpha, phi) <- Adam
+    loss_v, norm_v = _gradients(opt_vae, loss_v, vae_params, "VAE", {})
+    _step(opt_ebm)  # step 4: theta <- Adam(theta, dL_theta/dtheta)
+    _step(opt_vae)  # step 5: (alpha, phi) <- Adam(dL/d(alpha, phi))
     return TeachStats(loss_e, loss_v, float(recon), float(kl), float(f_data), float(f_rev),
                       norm_e, norm_v)
 
 
-def teach_step(models: Models, opt_ebm: paddle.optimizer.Optimizer,
+def teach_step(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
                opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
-               latent_dim: int, lv: LangevinConfig, gamma: float, data_noise: float = 0.0,
-               energy_penalty: float = 0.0, grad_rms: Optional[list[float]] = None
+               latent_dim: int, lv: LangevinConfig, gamma: float, c: Optional[paddle.Tensor] = None,
+               data_noise: float = 0.0, energy_penalty: float = 0.0,
+               grad_rms: Optional[list[float]] = None
                ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
-    """One iteration of Algorithm 1 (steps 1-5). Returns the stats, x_hat and x_tilde.
-
-    Stabilisers [OURS], off at 0: `data_noise` adds N(0, data_noise^2) to the data the EBM sees
-    (after Nijkamp et al. 2020); `energy_penalty`: see `ebm_loss`."""
-    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv, grad_rms)  # steps 1-3
-    if data_noise > 0:
-        x_data = x_data + data_noise * paddle.randn(x_data.shape, dtype=x_data.dtype)
-    stats = learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma,
-                  energy_penalty=energy_penalty)  # steps 4-5
+    """One iteration of Algorithm 1 (steps 1-5): `revise`, then `learn` (the training loop calls
+    the two halves itself). Returns the stats, x_hat and x_tilde. With a condition `c`, x_data and
+    c have one row per chain (image completion). Stabilisers: see `learn`."""
+    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv, c, grad_rms)  # steps 1-3
+    stats = learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma, c, data_noise,
+                  energy_penalty)  # steps 4-5
     return stats, x_hat, x_tilde
 
 
-def make_optimizers(models: Models, lr_ebm: float, lr_vae: float, beta1: float, beta2: float
+def make_optimizers(models: NamedTuple, lr_ebm: float, lr_vae: float, beta1: float, beta2: float
                     ) -> tuple[paddle.optimizer.Adam, paddle.optimizer.Adam]:
     """Adam for theta; one Adam for (alpha, phi) jointly [CODE]."""
     opt_ebm = paddle.optimizer.Adam(lr_ebm, beta1=beta1, beta2=beta2, epsilon=1e-8,

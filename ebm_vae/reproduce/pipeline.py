@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from ebm_vae.completion.evaluate import HARMONIC, OURS
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
-from ebm_vae.completion.model import train_completion
+from ebm_vae.completion.train import train_completion
 from ebm_vae.core.runs import load_run
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.evaluate import (Prerequisites, ensure_classifier, evaluate, prerequisites,

@@ -22,7 +22,7 @@ gradient with the single-process one.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import paddle
@@ -137,3 +137,34 @@ def average_batch_norm(layers: tuple, w: World) -> None:
             if hasattr(m, "_mean") and hasattr(m, "_variance"):
                 for stat in (m._mean, m._variance):
                     stat.set_value(mean_over_workers(stat, w))
+
+
+class DataParallelTask:
+    """A training task run by one of several workers, data parallelism kept outside the algorithm
+    (as nanoGPT keeps DDP out of its model): each worker draws its own chains (`seed_worker`),
+    takes its equal shard of the batch and its share of the chains, and runs the task on networks
+    whose gradients are averaged over the workers (`data_parallel`); then the batch-norm
+    statistics and the logged values are averaged (values named *grad_norm* are already global)."""
+
+    def __init__(self, task: Any, w: World):
+        self.task, self.w, self.models = task, w, task.models
+        task.distribute(w.size, data_parallel(task.models, w))
+
+    def modules(self) -> dict[str, Any]:
+        return self.task.modules()
+
+    def set_epoch(self, epoch: int) -> dict[str, float]:
+        return self.task.set_epoch(epoch)
+
+    def panels(self) -> list:
+        return self.task.panels()
+
+    def revise(self, batch: np.ndarray) -> Any:
+        seed_worker(self.w)
+        return self.task.revise(shard(batch, self.w))
+
+    def learn(self, drawn: Any) -> dict[str, float]:
+        stats = self.task.learn(drawn)
+        average_batch_norm(self.models, self.w)
+        return {**stats, **mean_values({k: v for k, v in stats.items() if "grad_norm" not in k},
+                                       self.w)}

@@ -1,0 +1,173 @@
+"""Training of image completion: conditional Algorithm 1 on (image, mask) pairs with core's
+teach step and loop, evaluated by hole metrics during training (docs/completion.md)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import paddle
+
+from ebm_vae.completion.baselines import harmonic_fill, mean_fill
+from ebm_vae.completion.config import CompletionConfig, load_completion_config
+from ebm_vae.completion.fill import complete
+from ebm_vae.completion.masks import FillError, MaskSource
+from ebm_vae.completion.networks import build_conditional_models, condition
+from ebm_vae.core.checkpoints import load_checkpoint_into, load_objects
+from ebm_vae.core.teach import learn, revise
+from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, train)
+from ebm_vae.data.folders import load_folder_split, to_float
+from ebm_vae.eval.image_metrics import completion_metrics
+from ebm_vae.utils.runtime import configure_runtime, seed_all
+
+GRID_PAIRS = 16
+COMPLETION_PLOTS = GENERATION_PLOTS + [("training hole L1 ([0,1] units): proposal, revised",
+                                         ["hole_l1_proposal", "hole_l1"])]
+
+
+def _hole_l1(a: paddle.Tensor, b: paddle.Tensor, m: paddle.Tensor) -> float:
+    """Mean |a - b| over the hole pixels, in [0, 1] units."""
+    return float(((a - b).abs() * m).sum() / (m.sum() * a.shape[1])) / 2
+
+
+class Drawn(NamedTuple):
+    """One iteration's pairs and chains: images y, masks m, both repeated per chain (y_k, c_k),
+    proposals y_hat = g(z, c) and revised y_tilde."""
+    y: paddle.Tensor
+    m: paddle.Tensor
+    y_k: paddle.Tensor
+    c_k: paddle.Tensor
+    y_hat: paddle.Tensor
+    y_tilde: paddle.Tensor
+
+
+class CompletionTask(TeachTask):
+    """Conditional Algorithm 1 on (image, mask) pairs for `fit`. Batches are uint8 images; masks
+    are drawn per batch."""
+
+    def __init__(self, cfg: CompletionConfig):
+        super().__init__(build_conditional_models(cfg.model), cfg.train)
+        self.cfg = cfg
+        self.masks = MaskSource(cfg.mask.kind, cfg.mask.size, cfg.model.image_size, cfg.mask.path)
+        self.last: Optional[list[tuple[str, np.ndarray]]] = None
+
+    def revise(self, batch: np.ndarray) -> Drawn:
+        # Mask positions come from Paddle's generator, so a resumed run draws the same masks.
+        rng = np.random.default_rng(int(paddle.randint(0, 2 ** 31 - 1, [1]).item()))
+        y = paddle.to_tensor(to_float(batch))
+        m = paddle.to_tensor(self.masks(len(batch), rng))
+        k = self.cfg.train.num_chains
+        # k chains per pair; repeating the data too keeps the data term the mean over pairs
+        y_k, c_k = ((paddle.repeat_interleave(v, k, axis=0) for v in (y, condition(y, m)))
+                    if k > 1 else (y, condition(y, m)))
+        y_hat, y_tilde = revise(self.synced, len(y_k), self.cfg.model.latent_dim,
+                                self.cfg.langevin, c_k)  # steps 1-3 on y given c
+        return Drawn(y, m, y_k, c_k, y_hat, y_tilde)
+
+    def learn(self, d: Drawn) -> dict[str, float]:
+        t, k = self.cfg.train, self.cfg.train.num_chains
+        stats = learn(self.synced, self.opt_ebm, self.opt_vae, d.y_k, d.y_tilde, t.gamma, d.c_k,
+                      t.data_noise, t.energy_penalty)  # steps 4-5
+        first, n = d.y_tilde[::k], GRID_PAIRS  # the first chain of each pair
+        self.last = [("input (hole white)", (d.y * (1 - d.m) + d.m)[:n].numpy()),
+                     ("proposal g(z, c)", d.y_hat[::k][:n].numpy()),
+                     ("Langevin-revised", first[:n].numpy()), ("ground truth", d.y[:n].numpy())]
+        return {**asdict(stats), "hole_l1": _hole_l1(first, d.y, d.m),
+                "hole_l1_proposal": _hole_l1(d.y_hat[::k], d.y, d.m)}
+
+    def panels(self) -> list[tuple[str, np.ndarray]]:
+        return self.last or []
+
+
+EVAL_KEYS = ["psnr_hole_proposal", "psnr_hole_revised", "psnr_hole_harmonic", "psnr_hole_mean",
+             "ssim_hole_revised", "l1_hole_revised", "l1_hole_harmonic"]
+
+
+def eval_masks(cfg: CompletionConfig, n: int, seed: int, kind: Optional[str] = None,
+               size: Optional[int] = None) -> np.ndarray:
+    """The evaluation holes: one per test image, seeded; the run's mask kind unless `kind`."""
+    kind = kind or cfg.mask.kind
+    size = size or cfg.mask.size
+    return MaskSource(kind, size, cfg.model.image_size, cfg.mask.path if kind == "file" else None)(
+        n, np.random.default_rng(seed))
+
+
+def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Path,
+                        data_root: Optional[str]) -> Evaluation:
+    """Hole PSNR/SSIM/L1 of the proposal and the revised fill on the test split every
+    `eval.every` iterations, against the harmonic and mean fills (computed once). The best state
+    is kept as checkpoints/best; with `eval.keep_checkpoints` every evaluated state is kept as
+    checkpoints/iter_NNNNNNN (`train_completion`)."""
+    e = cfg.eval
+    images = to_float(load_folder_split(cfg.data.name, data_root, "test", cfg.model.image_size,
+                                        cfg.data.resize)[:e.limit])
+    masks = eval_masks(cfg, len(images), e.seed)
+    base = {name: completion_metrics(fill(images, masks), images, masks)
+            for name, fill in (("harmonic", harmonic_fill), ("mean", mean_fill))}
+
+    def run() -> dict[str, float]:
+        seed_all(e.seed)
+        for layer in task.models:
+            layer.eval()
+        proposal, revised = complete(task.models, images, masks, cfg.model.latent_dim,
+                                     cfg.sample.steps, cfg.langevin, with_proposal=True)
+        for layer in task.models:
+            layer.train()
+        ours = {"proposal": completion_metrics(proposal, images, masks),
+                "revised": completion_metrics(revised, images, masks)}
+        return {"psnr_hole_proposal": float(ours["proposal"]["psnr_hole"].mean()),
+                "psnr_hole_revised": float(ours["revised"]["psnr_hole"].mean()),
+                "psnr_hole_harmonic": float(base["harmonic"]["psnr_hole"].mean()),
+                "psnr_hole_mean": float(base["mean"]["psnr_hole"].mean()),
+                "ssim_hole_revised": float(ours["revised"]["ssim_hole"].mean()),
+                "l1_hole_revised": float(ours["revised"]["l1_hole"].mean()),
+                "l1_hole_harmonic": float(base["harmonic"]["l1_hole"].mean())}
+
+    return Evaluation(e.every, EVAL_KEYS, run, "test hole PSNR (dB): ours vs baselines",
+                      best="psnr_hole_revised", higher_is_better=True)
+
+
+def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int | None = None,
+                     resume: bool = False, images: np.ndarray | None = None,
+                     progress: bool = True, threads: int | None = None) -> CompletionTask:
+    """Train conditional Algorithm 1 on the training split (unless uint8 `images` are given):
+    core's `train` with the completion task and its evaluation. `eval.keep_checkpoints` keeps
+    the state of every evaluation as checkpoints/iter_N (train.keep_every = eval.every)."""
+    e = cfg.eval
+    if e.every > 0 and e.keep_checkpoints and not cfg.train.keep_every:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, keep_every=e.every))
+
+    def load() -> np.ndarray:
+        found = load_folder_split(cfg.data.name, cfg.data.root, "train", cfg.model.image_size,
+                                  cfg.data.resize) if images is None else images
+        if found.dtype != np.uint8:
+            raise TrainingError(f"training images must be uint8, got {found.dtype}")
+        return found
+
+    evaluation = ((lambda task, run_dir: training_evaluation(task, cfg, run_dir, cfg.data.root))
+                  if e.every > 0 else None)
+    return train(cfg, run_dir, load, lambda _: CompletionTask(cfg), evaluation, max_iters, resume,
+                 progress, threads, plots=COMPLETION_PLOTS)
+
+
+def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = None,
+                        with_iteration: bool = False, threads: int | None = None):
+    """The config and trained networks (in eval mode) of a tools/complete.py train run;
+    `checkpoint`: another checkpoint than the run's last one (e.g. RUN/checkpoints/best or iter_N).
+    `with_iteration`: also return the checkpoint's iteration (None if it has none). `threads`:
+    CPU math threads (default `runtime.default_threads()`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FillError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = load_completion_config(run_dir / "config.yaml")
+    configure_runtime(cfg.device, threads)
+    models = build_conditional_models(cfg.model)
+    if checkpoint is None:
+        iteration = load_objects(run_dir, models._asdict())
+    else:  # a checkpoint folder: checkpoints/best, checkpoints/iter_N
+        iteration = load_checkpoint_into(checkpoint, models._asdict())
+    for layer in models:
+        layer.eval()
+    return (cfg, models, iteration) if with_iteration else (cfg, models)

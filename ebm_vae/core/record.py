@@ -1,0 +1,210 @@
+"""What a training run writes into its folder: log.csv, sample grids, losses.png, checkpoints,
+checkpoints/best and provenance. `fit` calls a `RunRecord`; with several data-parallel workers
+only worker 0 holds one, the others a `SilentRecord` that writes nothing."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ebm_vae.core.checkpoints import write_checkpoint
+from ebm_vae.core.config import dump_config
+from ebm_vae.core.guards import BestKeeper
+from ebm_vae.utils.atomic import WriteError, atomic_write
+from ebm_vae.utils.images import save_grids, save_plots
+from ebm_vae.utils.progress import Progress
+from ebm_vae.utils.provenance import record_start
+
+Plots = list[tuple[str, list[str]]]
+
+
+class RunLog:
+    """CSV log (`log.csv`) of one row per logged iteration, kept in memory for the plots.
+
+    Rows are appended and flushed one at a time; `sync()` fsyncs them (before a checkpoint is
+    written). On resume the rows up to the checkpoint are kept and the file is rewritten
+    atomically; a torn row (a crash or a full disk during an append) is dropped with a warning."""
+
+    def __init__(self, path: Path, keep_until: int | None):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []  # values as numbers, or as read back from the CSV
+        if keep_until is not None and path.exists():
+            self.rows = [r for r in read_log(path) if int(r["iteration"]) <= keep_until]
+            self._rewrite()
+        elif path.exists():
+            path.unlink()
+
+    def _rewrite(self) -> None:
+        if not self.rows:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        with atomic_write(self.path, "w") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def append(self, row: dict[str, float]) -> None:
+        new = not self.path.exists()
+        self.rows.append(row)
+        try:
+            with open(self.path, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+                fh.flush()
+        except OSError as err:
+            raise WriteError(f"cannot append to {self.path}: {err.strerror or err}") from err
+
+    def sync(self) -> None:
+        """fsync the appended rows (called before each checkpoint)."""
+        if not self.path.exists():
+            return
+        try:
+            with open(self.path, "a") as fh:
+                os.fsync(fh.fileno())
+        except OSError as err:
+            raise WriteError(f"cannot write {self.path}: {err.strerror or err}") from err
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r["iteration"]), float(r[key])) for r in self.rows if key in r]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def plot(self, path: Path, panels: list[tuple[str, list[str]]]) -> None:
+        available = [(title, {k: self.series(k) for k in keys if self.rows and k in self.rows[-1]})
+                     for title, keys in panels]
+        save_plots(path, [p for p in available if p[1]])
+
+
+def _row_ok(row: list[str], header: list[str]) -> bool:
+    if len(row) != len(header):
+        return False
+    try:
+        int(row[header.index("iteration")])
+        for v in row:
+            float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of a log.csv. A malformed row (wrong field count, a value that is not a
+    number, or a last line without its newline: a torn append) is dropped with a warning."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn_tail = not text.endswith("\n") and text != ""
+    if lines and lines[-1] == "":
+        lines.pop()
+    rows = list(csv.reader(lines))
+    if not rows or (torn_tail and len(rows) == 1) or "iteration" not in rows[0]:
+        if text.strip():
+            _warn(f"{path}: no readable header; the old log rows are dropped")
+        return []
+    header, out = rows[0], []
+    for i, row in enumerate(rows[1:], start=2):
+        last = i == len(rows)
+        if (last and torn_tail) or not _row_ok(row, header):
+            _warn(f"{path}: dropped {'a torn last row' if last else 'a malformed row'} "
+                  f"(line {i}: {','.join(row)[:60]!r})")
+            continue
+        out.append(dict(zip(header, row)))
+    return out
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class RunRecord:
+    """The run folder's writer for one training: the log (continued up to `resumed_at` on
+    resume), the progress bar, grids and plots, checkpoints (`keep_every`) and the best state
+    by `best_metric` ("" = none)."""
+
+    def __init__(self, run_dir: Path, total: int, resumed_at: Optional[int], plots: Plots,
+                 keep_every: int = 0, best_metric: str = "", higher_is_better: bool = False,
+                 progress: bool = True):
+        self.run_dir, self.plots, self.keep_every = run_dir, plots, keep_every
+        record_start(run_dir, resumed_at)
+        self.log = RunLog(run_dir / "log.csv", keep_until=resumed_at)
+        self.keeper = BestKeeper(run_dir, best_metric, higher_is_better) if best_metric else None
+        self.bar = Progress(total, desc=run_dir.name, enabled=progress, initial=resumed_at or 0)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.log.rows
+
+    def note(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+    def config(self, cfg: Any) -> None:
+        dump_config(cfg, self.run_dir / "config.yaml")
+
+    def row(self, row: dict[str, float]) -> None:
+        self.log.append(row)
+
+    def progress(self, iteration: int, last: bool, **shown: Any) -> None:
+        self.bar.update(iteration, force=last, **shown)
+
+    def grids(self, iteration: int, panels: list) -> None:
+        try:
+            save_grids(self.run_dir / "samples" / f"iter_{iteration:07d}.png", panels)
+            self.log.plot(self.run_dir / "losses.png", self.plots)
+        except WriteError:
+            raise
+        except OSError as err:
+            raise WriteError(f"cannot write in {self.run_dir}: {err.strerror or err}") from err
+
+    def checkpoint(self, iteration: int, modules: dict[str, Any], info: Optional[dict] = None
+                   ) -> Path:
+        """The run's checkpoint of `iteration` (the log's rows are fsynced first)."""
+        self.log.sync()
+        return write_checkpoint(self.run_dir, iteration, modules, None, info, self.keep_every)
+
+    def offer_best(self, iteration: int, modules: dict[str, Any], row: dict[str, float]) -> None:
+        if self.keeper is not None:
+            self.keeper.offer(iteration, modules, row)
+
+    def describe_best(self) -> str:
+        return self.keeper.describe() if self.keeper is not None else (
+            "no best checkpoint (eval.every is 0)")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class SilentRecord(RunRecord):
+    """A data-parallel worker other than 0: the same calls, nothing written."""
+
+    def __init__(self, run_dir: Path, *args: Any, **kwargs: Any):
+        self.run_dir, self.keeper, self.log = run_dir, None, None
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return []
+
+    def note(self, message: str) -> None:
+        pass
+
+    def config(self, cfg: Any) -> None:
+        pass
+
+    def row(self, row: dict[str, float]) -> None:
+        pass
+
+    def progress(self, iteration: int, last: bool, **shown: Any) -> None:
+        pass
+
+    def grids(self, iteration: int, panels: list) -> None:
+        pass
+
+    def checkpoint(self, iteration: int, modules: dict[str, Any], info: Optional[dict] = None
+                   ) -> Path:
+        return self.run_dir / "checkpoints" / f"iter_{iteration:07d}"
+
+    def close(self) -> None:
+        pass
