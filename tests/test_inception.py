@@ -8,9 +8,10 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae.eval import inception
-from ebm_vae.eval.inception import (InceptionWeightsError, convert_file, convert_state_dict,
-                                    expected_shapes, load_inception, preprocess)
+from ebm_vae.eval import inception, inception_weights
+from ebm_vae.eval.inception import (InceptionWeightsError, expected_shapes, load_inception,
+                                    preprocess)
+from ebm_vae.eval.inception_weights import convert_file, convert_state_dict
 
 
 def test_preprocess_maps_grey_images_to_299_rgb_in_minus_one_one():
@@ -110,7 +111,7 @@ def test_pth_without_torch_explains_the_npz_route(tmp_path, monkeypatch):
 def test_pth_is_read_when_torch_is_installed(tmp_path):
     torch = pytest.importorskip("torch")
     torch.save({"fc.weight": torch.ones(3, 2), "fc.bias": torch.zeros(3)}, tmp_path / "w.pth")
-    state = inception.read_torch_state(tmp_path / "w.pth")
+    state = inception_weights.read_torch_state(tmp_path / "w.pth")
     assert state["fc.weight"].shape == (3, 2) and isinstance(state["fc.bias"], np.ndarray)
 
 

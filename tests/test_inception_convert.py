@@ -16,11 +16,11 @@ import paddle
 import pytest
 
 from ebm_vae.eval import evaluate as evaluate_mod
-from ebm_vae.eval import fid_reference, inception
+from ebm_vae.eval import fid_reference, inception_weights
 from ebm_vae.eval.fid_reference import ReferenceStatsError, check_weights, reference_stats
-from ebm_vae.eval.inception import (FID_WHEEL, FID_WHEEL_MEMBER, FIDInceptionV3,
-                                    InceptionWeightsError, convert_file, load_inception,
-                                    preprocess, read_wheel_member)
+from ebm_vae.eval.inception import (FID_WHEEL, FIDInceptionV3, InceptionWeightsError,
+                                    load_inception, preprocess)
+from ebm_vae.eval.inception_weights import FID_WHEEL_MEMBER, convert_file, read_wheel_member
 from ebm_vae.eval.torchscript import read_tensors
 from ebm_vae.utils.cache import file_sha256
 
@@ -148,7 +148,7 @@ def _tiny_module(rng, **edits) -> _Obj:
 @pytest.fixture
 def tiny_network(monkeypatch):
     """The converter maps onto TINY (this network's names, small shapes) instead of Inception."""
-    monkeypatch.setattr(inception, "expected_shapes", lambda logits=True: {
+    monkeypatch.setattr(inception_weights, "expected_shapes", lambda logits=True: {
         k: v for k, v in TINY.items() if logits or not k.startswith("fc.")})
 
 

@@ -23,7 +23,8 @@ import argparse
 import sys
 import time
 
-from ebm_vae.eval.inception import convert_file, default_weights_path
+from ebm_vae.eval.inception import default_weights_path
+from ebm_vae.eval.inception_weights import convert_file
 from ebm_vae.utils.cli import run_tool
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from ebm_vae.core.checkpoints import output_place, split_checkpoint
 
-from ebm_vae.core.runs import load_run
+from ebm_vae.core.config import Config
+from ebm_vae.core.runs import Run, load_run
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_tool(lambda: run(args))
 
 
-def open_run(args: argparse.Namespace):
+def open_run(args: argparse.Namespace) -> Run | None:
     """The run of --ckpt (or None); a folder that is not a run is a one-line error."""
     if not args.ckpt:
         configure_runtime(args.device or "cpu", args.threads)
@@ -141,21 +142,36 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say which dataset: --ckpt RUN_DIR or --dataset NAME")
     progress = not args.no_progress
     if args.train_classifier:
-        path = classifier_path(run_folder(args), args.classifier)
-        if args.epochs < 1:
-            raise UsageError("--epochs must be >= 1")
-        clf = train_and_save_classifier(path, dataset, root, args.epochs, progress=progress)
-        print(f"classifier for {dataset}: test accuracy {clf.test_accuracy:.4f}; wrote {path}")
-        return 0
+        return train_classifier(args, dataset, root, progress)
     if args.stats:
-        out, n = write_inception_stats(dataset, root, args.reference,
-                                       args.inception or (cfg.eval.inception if cfg else None),
-                                       Path(args.fid_stats) if args.fid_stats else None, progress,
-                                       args.reference_n)
-        print(f"{out}: Inception pool3 statistics of {n} {dataset} {args.reference} images")
-        return 0
+        return write_stats(args, cfg, dataset, root, progress)
+    return evaluate_run(args, loaded, dataset, root, progress)
 
-    metrics = ["recon"] if args.reconstruct else parse_metrics(args.metrics)
+
+def train_classifier(args: argparse.Namespace, dataset: str, root: str | None,
+                     progress: bool) -> int:
+    """--train-classifier: train the cls_fid / cls_is classifier and cache it."""
+    path = classifier_path(run_folder(args), args.classifier)
+    if args.epochs < 1:
+        raise UsageError("--epochs must be >= 1")
+    clf = train_and_save_classifier(path, dataset, root, args.epochs, progress=progress)
+    print(f"classifier for {dataset}: test accuracy {clf.test_accuracy:.4f}; wrote {path}")
+    return 0
+
+
+def write_stats(args: argparse.Namespace, cfg: Config | None, dataset: str, root: str | None,
+                progress: bool) -> int:
+    """--stats: the Inception reference statistics of the --reference split."""
+    out, n = write_inception_stats(dataset, root, args.reference,
+                                   args.inception or (cfg.eval.inception if cfg else None),
+                                   Path(args.fid_stats) if args.fid_stats else None, progress,
+                                   args.reference_n)
+    print(f"{out}: Inception pool3 statistics of {n} {dataset} {args.reference} images")
+    return 0
+
+
+def check_request(args: argparse.Namespace, metrics: list[str], loaded: Run | None) -> str:
+    """The name of what is evaluated (the protocol's source), after checking the flags fit."""
     if args.n < 10:
         raise UsageError("--n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
     if sum(bool(x) for x in (args.images, args.real, args.untrained)) > 1:
@@ -164,9 +180,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("recon needs a model: --ckpt RUN_DIR")
     if loaded is None and not (args.images or args.real):
         raise UsageError("nothing to evaluate: give --ckpt RUN_DIR, --images NPZ or --real SPLIT")
+    return ("file" if args.images else f"real_{args.real}" if args.real else
+            "untrained" if args.untrained else "model")
+
+
+def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, root: str | None,
+                 progress: bool) -> int:
+    """Score --metrics, merge them into the JSON and print the table."""
+    cfg = loaded.cfg if loaded else None
+    metrics = ["recon"] if args.reconstruct else parse_metrics(args.metrics)
+    source = check_request(args, metrics, loaded)
     seed = args.seed if args.seed is not None else (cfg.seed if cfg else 0)
-    source = ("file" if args.images else f"real_{args.real}" if args.real else
-              "untrained" if args.untrained else "model")
 
     # every prerequisite first, so nothing fails after a long sampling run
     needs_classifier = {"cls_fid", "cls_is"} & set(metrics)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
 from ebm_vae.completion.masks import FillError, MaskError, load_mask, paste, resize_mask
 from ebm_vae.completion.fill import complete_k, ebm_mean_fill
+from ebm_vae.completion.networks import ConditionalModels
 from ebm_vae.completion.train import eval_masks, load_completion_run
 from ebm_vae.core.runs import load_run
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
@@ -119,21 +120,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     steps = cfg.sample.steps if steps is None else steps
     proposals, revised = complete_k(models, images, masks, samples, cfg.model.latent_dim, steps,
                                     cfg.langevin)
-    fills = {OURS: revised[0], PROPOSAL: proposals[0]}
-    if samples >= 2:
-        fills[MEAN_OF_K] = revised.mean(axis=0)
-    mu = ebm_mean_fill(models, images, masks)
-    if mu is not None:
-        fills[EBM_MEAN] = mu
-    if uncond_dir is not None:
-        try:
-            uncond = load_run(uncond_dir)
-        except (OSError, KeyError, RuntimeError) as err:
-            raise FillError(f"cannot load the unconditional run {uncond_dir}: {err}") from err
-        fills["unconditional model (encode-decode-revise-paste)"] = unconditional_fill(
-            uncond.cfg, uncond.models, images, masks)
-    fills[HARMONIC] = harmonic_fill(images, masks)
-    fills[MEAN] = mean_fill(images, masks)
+    fills = _method_fills(models, images, masks, proposals, revised, uncond_dir)
     per_image = {name: completion_metrics(filled, images, masks) for name, filled in fills.items()}
     results = {name: _summary(m) for name, m in per_image.items()}
     train_s = _training_time(run_dir, iteration) if iteration is not None else None
@@ -153,12 +140,43 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
             "what": "mean pairwise L1 between the K fills of a hole, over its pixels, [0, 1] units"}
     out_dir = Path(out_dir)
     write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
+    _save_completions(out_dir / "completions.png", images, masks, proposals, revised, fills)
+    return report
+
+
+def _method_fills(models: ConditionalModels, images: np.ndarray, masks: np.ndarray,
+                  proposals: np.ndarray, revised: np.ndarray, uncond_dir: str | Path | None
+                  ) -> dict[str, np.ndarray]:
+    """{method: filled images} of every method evaluate() scores: ours (the first of the K
+    revised fills and proposals [K, N, C, H, W], with K >= 2 the mean of the revised ones), the
+    EBM's mean alone (if the model has one), the unconditional run (if given) and the baselines."""
+    fills = {OURS: revised[0], PROPOSAL: proposals[0]}
+    if len(revised) >= 2:
+        fills[MEAN_OF_K] = revised.mean(axis=0)
+    mu = ebm_mean_fill(models, images, masks)
+    if mu is not None:
+        fills[EBM_MEAN] = mu
+    if uncond_dir is not None:
+        try:
+            uncond = load_run(uncond_dir)
+        except (OSError, KeyError, RuntimeError) as err:
+            raise FillError(f"cannot load the unconditional run {uncond_dir}: {err}") from err
+        fills["unconditional model (encode-decode-revise-paste)"] = unconditional_fill(
+            uncond.cfg, uncond.models, images, masks)
+    fills[HARMONIC] = harmonic_fill(images, masks)
+    fills[MEAN] = mean_fill(images, masks)
+    return fills
+
+
+def _save_completions(path: Path, images: np.ndarray, masks: np.ndarray, proposals: np.ndarray,
+                      revised: np.ndarray, fills: dict[str, np.ndarray]) -> None:
+    """The first GRID_ROWS test images: input with the hole white, the first proposal, the K
+    revised fills, the baselines and the truth."""
     rows = min(GRID_ROWS, len(images))
     columns = ([("input", images * (1 - masks) + masks), ("proposal 1", proposals[0])]
-               + [(f"fill {i + 1}", revised[i]) for i in range(samples)]
+               + [(f"fill {i + 1}", revised[i]) for i in range(len(revised))]
                + [("harmonic", fills[HARMONIC]), ("mean", fills[MEAN]), ("truth", images)])
-    save_labelled_grid(out_dir / "completions.png", columns, rows)
-    return report
+    save_labelled_grid(path, columns, rows)
 
 
 def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""What a training run writes into its folder: log.csv, sample grids, losses.png, checkpoints,
-checkpoints/best and provenance. `fit` calls a `RunRecord`; with several data-parallel workers
-only worker 0 holds one, the others a `SilentRecord` that writes nothing."""
+"""What a training run writes into its folder: config.yaml (`start_run`), log.csv, sample grids,
+losses.png, checkpoints, checkpoints/best and provenance. `fit` calls a `RunRecord`; with several
+data-parallel workers only worker 0 holds one, the others a `SilentRecord` that writes nothing."""
 from __future__ import annotations
 
 import contextlib
@@ -10,13 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ebm_vae.core.checkpoints import write_checkpoint
+import numpy as np
+
+from ebm_vae.core.checkpoints import latest_checkpoint, write_checkpoint
 from ebm_vae.core.config import dump_config
 from ebm_vae.core.guards import BestKeeper
+from ebm_vae.core.stopping import TrainingError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.provenance import record_start
+from ebm_vae.utils.runtime import seed_all
 
 Plots = list[tuple[str, list[str]]]
 
@@ -208,3 +212,44 @@ class SilentRecord(RunRecord):
 
     def close(self) -> None:
         pass
+
+
+RUN_FILES = ("log.csv", "samples", "losses.png")
+
+
+def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool, write: bool = True) -> None:
+    """Create the run folder and write the resolved config; refuse to clobber a run (a
+    checkpoint, or a log or grids of a run killed before its first checkpoint). On resume the
+    config is written by `fit`, only after the checkpoint has loaded into the networks.
+    Data-parallel: every worker checks, worker 0 (`write`) writes (atomically: the others may be
+    reading)."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise TrainingError(f"cannot resume: {run_dir / 'config.yaml'} not found")
+        return
+    ckpt = latest_checkpoint(run_dir)
+    found = ([str(ckpt.relative_to(run_dir))] if ckpt is not None else []) + [
+        f for f in RUN_FILES if (run_dir / f).exists()]
+    if found:
+        raise TrainingError(f"{run_dir} already holds a run ({', '.join(found)}); nothing was "
+                            f"overwritten. Use --resume {run_dir} to continue it, or --out for "
+                            "a new folder")
+    if write:
+        dump_config(cfg, run_dir / "config.yaml")
+
+
+def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool, write: bool = True
+              ) -> tuple[np.ndarray, Path]:
+    """Apply `data.limit`, check the images against the model, prepare the run folder and seed
+    Paddle (so a fresh run's initialisation depends only on the seed)."""
+    if cfg.data.limit is not None:
+        images = images[:cfg.data.limit]
+    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
+    if tuple(images.shape[1:]) != expect:
+        raise TrainingError(f"data '{cfg.data.name}' has images of shape {tuple(images.shape[1:])}, "
+                            f"but the model expects {expect} (model.channels, model.image_size)")
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, cfg, resume, write)
+    seed_all(cfg.seed)
+    return images, run_dir

@@ -15,10 +15,10 @@ import numpy as np
 import paddle
 
 from ebm_vae.core.checkpoints import CHECKPOINTS, latest_checkpoint, load_objects
-from ebm_vae.core.config import Config, TrainConfig, dump_config
+from ebm_vae.core.config import Config, TrainConfig
 from ebm_vae.core.guards import CollapseError, CollapseGuard
 from ebm_vae.core.models import build_models
-from ebm_vae.core.record import Plots, RunRecord, SilentRecord
+from ebm_vae.core.record import Plots, RunRecord, SilentRecord, start_run
 from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.stopping import Abandon, Interrupted, StopSignals, TrainingError
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, l2_norm, learn, make_optimizers, revise
@@ -164,47 +164,6 @@ GENERATION_PLOTS = [("EBM loss: mean f(revised) - mean f(data)", ["loss_ebm"]),
                     ("EBM weight norm", ["ebm_weight_norm"])]
 
 
-RUN_FILES = ("log.csv", "samples", "losses.png")
-
-
-def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool, write: bool = True) -> None:
-    """Create the run folder and write the resolved config; refuse to clobber a run (a
-    checkpoint, or a log or grids of a run killed before its first checkpoint). On resume the
-    config is written by `fit`, only after the checkpoint has loaded into the networks.
-    Data-parallel: every worker checks, worker 0 (`write`) writes (atomically: the others may be
-    reading)."""
-    run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise TrainingError(f"cannot resume: {run_dir / 'config.yaml'} not found")
-        return
-    ckpt = latest_checkpoint(run_dir)
-    found = ([str(ckpt.relative_to(run_dir))] if ckpt is not None else []) + [
-        f for f in RUN_FILES if (run_dir / f).exists()]
-    if found:
-        raise TrainingError(f"{run_dir} already holds a run ({', '.join(found)}); nothing was "
-                            f"overwritten. Use --resume {run_dir} to continue it, or --out for "
-                            "a new folder")
-    if write:
-        dump_config(cfg, run_dir / "config.yaml")
-
-
-def start_run(cfg: Any, images: np.ndarray, run_dir: str | Path, resume: bool, write: bool = True
-              ) -> tuple[np.ndarray, Path]:
-    """Apply `data.limit`, check the images against the model, prepare the run folder and seed
-    Paddle (so a fresh run's initialisation depends only on the seed)."""
-    if cfg.data.limit is not None:
-        images = images[:cfg.data.limit]
-    expect = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
-    if tuple(images.shape[1:]) != expect:
-        raise TrainingError(f"data '{cfg.data.name}' has images of shape {tuple(images.shape[1:])}, "
-                            f"but the model expects {expect} (model.channels, model.image_size)")
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, cfg, resume, write)
-    seed_all(cfg.seed)
-    return images, run_dir
-
-
 def _nonfinite_message(err: NonFiniteError, it: int, epoch: int, saved: Path | str) -> str:
     return (f"iteration {it + 1} (epoch {epoch}): {err}. No network was updated in this "
             f"iteration. The state after iteration {it} "
@@ -284,6 +243,23 @@ def _resume(task: Task, run_dir: Path) -> Optional[int]:
         raise TrainingError(f"cannot resume: {err}") from err
 
 
+def _resumed(record: RunRecord, run_dir: Path, saved: Optional[int], total: int,
+             config: Any) -> None:
+    """Say where a resumed run continues, then write its resolved config (after the load)."""
+    record.note(f"resuming from iteration {saved} (checkpoint {latest_checkpoint(run_dir)}); "
+                f"the run stops at iteration {total}" if saved is not None else
+                f"warning: {run_dir} has no checkpoint yet: starting again from iteration 0")
+    if config is not None:
+        record.config(config)
+
+
+def _evaluated(evaluation: Optional[Evaluation], due: bool) -> dict[str, float]:
+    """The evaluation's values when due, NaN in its columns otherwise (the CSV's columns are fixed)."""
+    if evaluation is None:
+        return {}
+    return evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan)
+
+
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
         shuffle: str, max_iters: int | None = None, resume: bool = False,
         plots: Plots = GENERATION_PLOTS, progress: bool = True,
@@ -310,11 +286,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                          evaluation.best if evaluation else "",
                          bool(evaluation and evaluation.higher_is_better), progress)
     if resume:
-        record.note(f"resuming from iteration {it} (checkpoint {latest_checkpoint(run_dir)}); "
-                    f"the run stops at iteration {total}" if saved is not None else
-                    f"warning: {run_dir} has no checkpoint yet: starting again from iteration 0")
-        if config is not None:
-            record.config(config)
+        _resumed(record, run_dir, saved, total, config)
     guard = CollapseGuard(train.collapse_factor, train.collapse_window, train.collapse_patience,
                           record.rows)
     epoch, stop = -1, StopSignals(enabled=signals)
@@ -331,8 +303,7 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                 row = {"iteration": it, "epoch": epoch, **stats, **lrs,
                        "sec_per_iter": time.perf_counter() - start}
                 due = evaluation is not None and (it % evaluation.every == 0 or it == total)
-                if evaluation is not None:
-                    row.update(evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan))
+                row.update(_evaluated(evaluation, due))
                 runaway = guard.check(it, stats)
                 if runaway is not None:
                     record.row(row)

@@ -245,6 +245,32 @@ def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, 
         latent); grid: recon's PNG (None: none written); run_dir: recorded in the protocol.
     """
     metrics = parse_metrics(metrics)
+    scored = _check_request(run, metrics, prereq, images, n)
+    cfg = run.cfg if run is not None else None
+    if steps is None and cfg is not None:
+        steps = cfg.sample.steps
+    batch_size = batch_size or (cfg.train.num_chains if cfg is not None else None)
+    from_model = images is None
+    seed_all(seed)
+    sets: dict[str, np.ndarray] = {}
+    if scored:
+        sets = _model_sets(run, n, steps, batch_size, progress) if from_model else images
+    protocol = {"source": source, "dataset": prereq.dataset,
+                "num_samples": min(len(v) for v in sets.values()) if sets else None,
+                "langevin_steps": steps if from_model else None,
+                "reference": prereq.reference, "seed": seed,
+                "iteration": run.iteration if from_model and run is not None else None,
+                "run": run_dir}
+    results = _set_results(metrics, sets, prereq, protocol, progress)
+    if "recon" in metrics:
+        results["recon"] = _reconstruction(run, prereq.test_images, steps, batch_size, z, grid,
+                                           {**protocol, "source": source}, progress)
+    return {m: results[m] for m in metrics}
+
+
+def _check_request(run: Optional[Run], metrics: list[str], prereq: Prerequisites,
+                   images: Optional[dict[str, np.ndarray]], n: int) -> list[str]:
+    """The metrics scored on image sets, after checking that the request can be served."""
     missing = sorted(set(metrics) - set(prereq.metrics))
     if missing:
         raise EvaluationError(f"the prerequisites were loaded for {prereq.metrics}, not {missing}")
@@ -254,26 +280,21 @@ def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, 
                               "(--images NPZ, --real SPLIT); recon always needs a run")
     if scored and n < 10 and images is None:
         raise EvaluationError("n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
-    cfg = run.cfg if run is not None else None
-    if steps is None and cfg is not None:
-        steps = cfg.sample.steps
-    batch_size = batch_size or (cfg.train.num_chains if cfg is not None else None)
-    from_model = images is None
-    seed_all(seed)
-    sets: dict[str, np.ndarray] = {}
-    if scored:
-        if from_model:
-            pair = ancestral_sample(run.models, n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
-                                    batch_size, progress)
-            sets = {"proposals": pair.proposals, "revised": pair.revised}
-        else:
-            sets = images
-    protocol = {"source": source, "dataset": prereq.dataset,
-                "num_samples": min(len(v) for v in sets.values()) if sets else None,
-                "langevin_steps": steps if from_model else None,
-                "reference": prereq.reference, "seed": seed,
-                "iteration": run.iteration if from_model and run is not None else None,
-                "run": run_dir}
+    return scored
+
+
+def _model_sets(run: Run, n: int, steps: Optional[int], batch_size: Optional[int],
+                progress: bool) -> dict[str, np.ndarray]:
+    """`n` samples of the run, as the sets "proposals" (g_alpha(z)) and "revised" (Langevin)."""
+    cfg = run.cfg
+    pair = ancestral_sample(run.models, n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
+                            batch_size, progress)
+    return {"proposals": pair.proposals, "revised": pair.revised}
+
+
+def _set_results(metrics: list[str], sets: dict[str, np.ndarray], prereq: Prerequisites,
+                 protocol: dict, progress: bool) -> dict:
+    """{metric: entry} of the metrics scored on image sets (fid, is, cls_fid, cls_is)."""
     results: dict = {}
     if "fid" in metrics or "is" in metrics:
         inc = inception_results(prereq.inception, sets, prereq.fid_stats, "fid" in metrics,
@@ -289,10 +310,7 @@ def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, 
     if "cls_is" in metrics:
         results["cls_is"] = {"protocol": protocol, "classifier": prereq.classifier_path,
                              **cls_is_results(prereq.classifier, sets)}
-    if "recon" in metrics:
-        results["recon"] = _reconstruction(run, prereq.test_images, steps, batch_size, z, grid,
-                                           {**protocol, "source": source}, progress)
-    return {m: results[m] for m in metrics}
+    return results
 
 
 def _reconstruction(run: Run, images: np.ndarray, steps: int, batch_size: int, z: str,

@@ -174,68 +174,112 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
-           series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
-    """One line-plot panel inside `box` = (left, top, right, bottom): labelled ticks on both
-    axes, a log or symlog y-axis where the values span decades, and a legend."""
-    font = ImageFont.load_default()
-    left, top, right, bottom = box
-    px0, py0, px1, py1 = left + 62, top + 18, right - 12, bottom - 30
-    xs = [x for xv, yv in series.values() for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
-    ys = [y for xv, yv in series.values() for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
-    scale = choose_scale(ys)
-    note = scale.label()
-    draw.text((px0, top + 3), f"{title}  [{note}]" if note else title, fill="black", font=font)
-    draw.rectangle([px0, py0, px1, py1], outline="black")
-    if not xs:
-        draw.text((px0 + 8, py0 + 8), "no finite values", fill="gray", font=font)
-        return
+@dataclass(frozen=True)
+class _Frame:
+    """A panel's plot area (px0, py0)-(px1, py1) in pixels and what it shows: x in [xmin, xmax],
+    y in [tmin, tmax] after the axis scale's `forward`."""
+    px0: float
+    py0: float
+    px1: float
+    py1: float
+    xmin: float
+    xmax: float
+    tmin: float
+    tmax: float
+    scale: Scale
+
+    def x_px(self, x: float) -> float:
+        return self.px0 + (x - self.xmin) / (self.xmax - self.xmin) * (self.px1 - self.px0)
+
+    def y_px(self, y: float) -> float:
+        return (self.py1 - (self.scale.forward(y) - self.tmin) / (self.tmax - self.tmin)
+                * (self.py1 - self.py0))
+
+
+def _finite_points(xv: Sequence[float], yv: Sequence[float]) -> list[tuple[float, float]]:
+    return [(x, y) for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
+
+
+def _frame(area: tuple[int, int, int, int], points: list[tuple[float, float]],
+           scale: Scale) -> _Frame:
+    """The frame of a plot `area` showing `points` (at least one): the x range (widened by 0.5
+    on both sides when it is a single value) and the scaled y range with a 5% margin."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
     xmin, xmax = min(xs), max(xs)
     if xmax <= xmin:
         xmin, xmax = xmin - 0.5, xmax + 0.5
-    ymin, ymax = min(ys), max(ys)
-    tmin, tmax = scale.forward(ymin), scale.forward(ymax)
+    tmin, tmax = scale.forward(min(ys)), scale.forward(max(ys))
     if tmax <= tmin:
         pad = abs(tmin) * 0.05 or 0.5
         tmin, tmax = tmin - pad, tmax + pad
     else:
         pad = (tmax - tmin) * 0.05
         tmin, tmax = tmin - pad, tmax + pad
+    return _Frame(*area, xmin, xmax, tmin, tmax, scale)
 
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        return (px0 + (x - xmin) / (xmax - xmin) * (px1 - px0),
-                py1 - (scale.forward(y) - tmin) / (tmax - tmin) * (py1 - py0))
 
-    for t in scale_ticks(scale, scale.inverse(tmin), scale.inverse(tmax)):
-        _, y = to_px(xmin, t)
-        if py0 - 0.5 <= y <= py1 + 0.5:
-            draw.line([(px0, y), (px1, y)], fill="#e6e6e6")
-            draw.line([(px0 - 4, y), (px0, y)], fill="black")
+def _draw_ticks(draw: ImageDraw.ImageDraw, f: _Frame,
+                font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    """Labelled ticks: the y-axis's (with grid lines) under its scale, round values on x."""
+    for t in scale_ticks(f.scale, f.scale.inverse(f.tmin), f.scale.inverse(f.tmax)):
+        y = f.y_px(t)
+        if f.py0 - 0.5 <= y <= f.py1 + 0.5:
+            draw.line([(f.px0, y), (f.px1, y)], fill="#e6e6e6")
+            draw.line([(f.px0 - 4, y), (f.px0, y)], fill="black")
             label = _fmt(t)
-            draw.text((px0 - 6 - draw.textlength(label, font=font), y - 5), label, fill="black", font=font)
-    for t in nice_ticks(xmin, xmax, 6):
-        x, _ = to_px(t, ymin)
-        if px0 - 0.5 <= x <= px1 + 0.5:
-            draw.line([(x, py1), (x, py1 + 4)], fill="black")
+            draw.text((f.px0 - 6 - draw.textlength(label, font=font), y - 5), label, fill="black", font=font)
+    for t in nice_ticks(f.xmin, f.xmax, 6):
+        x = f.x_px(t)
+        if f.px0 - 0.5 <= x <= f.px1 + 0.5:
+            draw.line([(x, f.py1), (x, f.py1 + 4)], fill="black")
             label = _fmt(t)
-            draw.text((x - draw.textlength(label, font=font) / 2, py1 + 6), label, fill="black", font=font)
-    for k, (name, (xv, yv)) in enumerate(series.items()):
+            draw.text((x - draw.textlength(label, font=font) / 2, f.py1 + 6), label, fill="black", font=font)
+
+
+def _draw_series(draw: ImageDraw.ImageDraw, f: _Frame,
+                 series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
+    """Each series as a line in its colour, with dots where it has at most 20 points."""
+    for k, (xv, yv) in enumerate(series.values()):
         color = _COLORS[k % len(_COLORS)]
-        pts = [to_px(x, y) for x, y in zip(xv, yv) if math.isfinite(y) and math.isfinite(x)]
+        pts = [(f.x_px(x), f.y_px(y)) for x, y in _finite_points(xv, yv)]
         if len(pts) > 1:
             draw.line(pts, fill=color, width=1)
         for px, py in pts if len(pts) <= 20 else []:
             draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
-    # legend: a line sample and the name of each series, on a white box at the top right
-    names = list(series)
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, f: _Frame, names: list[str],
+                 font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    """A line sample and the name of each series, on a white box at the top right."""
     width = max(draw.textlength(n, font=font) for n in names) + 30
-    lx0, ly0 = px1 - width - 6, py0 + 6
-    draw.rectangle([lx0, ly0, px1 - 6, ly0 + 4 + 12 * len(names)], fill="white", outline="#999999")
+    lx0, ly0 = f.px1 - width - 6, f.py0 + 6
+    draw.rectangle([lx0, ly0, f.px1 - 6, ly0 + 4 + 12 * len(names)], fill="white", outline="#999999")
     for k, name in enumerate(names):
         color = _COLORS[k % len(_COLORS)]
         y = ly0 + 8 + 12 * k
         draw.line([(lx0 + 4, y), (lx0 + 20, y)], fill=color, width=2)
         draw.text((lx0 + 24, y - 5), name, fill="black", font=font)
+
+
+def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
+           series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
+    """One line-plot panel inside `box` = (left, top, right, bottom): labelled ticks on both
+    axes, a log or symlog y-axis where the values span decades, and a legend."""
+    font = ImageFont.load_default()
+    left, top, right, bottom = box
+    area = (left + 62, top + 18, right - 12, bottom - 30)
+    points = [p for xv, yv in series.values() for p in _finite_points(xv, yv)]
+    scale = choose_scale([y for _, y in points])
+    note = scale.label()
+    draw.text((area[0], top + 3), f"{title}  [{note}]" if note else title, fill="black", font=font)
+    draw.rectangle(list(area), outline="black")
+    if not points:
+        draw.text((area[0] + 8, area[1] + 8), "no finite values", fill="gray", font=font)
+        return
+    frame = _frame(area, points, scale)
+    _draw_ticks(draw, frame, font)
+    _draw_series(draw, frame, series)
+    _draw_legend(draw, frame, list(series), font)
 
 
 def save_plots(path: str | Path, panels: Sequence[tuple[str, dict]], xlabel: str = "iteration",
