@@ -1,6 +1,6 @@
 """State dicts: loading them exactly into networks and optimisers (every tensor the objects
-expect, with its shape, and nothing else), and the single-file pickle form (the classifier, and
-runs of the old format, `checkpoints/last.ckpt`)."""
+expect, with its shape, and nothing else), and writing the old single-file pickle form (read only
+by ebm_vae.core.legacy, the converter's)."""
 from __future__ import annotations
 
 import pickle
@@ -20,7 +20,7 @@ class CheckpointError(UserError, RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# numpy <-> tensors, and the old pickle format
+# numpy <-> tensors, and writing the old pickle format
 
 def _to_numpy(tree: Any) -> Any:
     if isinstance(tree, dict):
@@ -44,21 +44,9 @@ def layer_states(layers: dict[str, Any]) -> dict[str, dict]:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Pickle `payload` (tensors as numpy) to one file, atomically. The old run-checkpoint
-    format, still used for single-file artefacts (the classifier)."""
+    """Pickle `payload` (tensors as numpy) to one file, atomically: the old single-file format,
+    still written by completion snapshots until they move to `checkpoints.write_kept`."""
     write_bytes(path, pickle.dumps(_to_numpy(payload), protocol=4))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a pickle written by `save_checkpoint`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------
