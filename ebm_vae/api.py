@@ -24,11 +24,11 @@ __all__ = ["Run", "load_run", "sample"]
 
 
 def load_run(run_dir: str | Path, device: Optional[str] = None, untrained: bool = False) -> Run:
-    """Config and networks of a run folder: `config.yaml` plus its newest checkpoint (or an
-    old-format `last.ckpt`, or `ebm/encoder/decoder.pdparams` beside the config). Returns a
-    `Run(cfg, models, iteration)`; `models.ebm`, `models.encoder`, `models.decoder` are Paddle
-    layers in eval mode. `device` ('cpu' or 'gpu'): select it first (default: leave Paddle's
-    current device as it is). `untrained=True`: the architecture at its seeded initialisation."""
+    """Config and networks of a run folder: `config.yaml` plus its newest checkpoint folder (or
+    `ebm/encoder/decoder.pdparams` beside the config). Returns a `Run(cfg, models, iteration)`;
+    `models.ebm`, `models.encoder`, `models.decoder` are Paddle layers in eval mode. `device`
+    ('cpu' or 'gpu'): select it first (default: leave Paddle's current device as it is).
+    `untrained=True`: the architecture at its seeded initialisation."""
     if device is not None:
         set_device(device)
     return open_run(run_dir, untrained)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -77,3 +78,21 @@ def signal_training(argv: list[str], run: Path, sig: int) -> tuple[int, str, int
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err, before
+
+
+def _as_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _as_numpy(v) for k, v in tree.items()}
+    return tree.numpy() if hasattr(tree, "numpy") else tree
+
+
+def write_old_checkpoint(path: Path, payload: dict) -> Path:
+    """A checkpoint of the old format: one pickle of `payload` with its tensors as numpy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(_as_numpy(payload), protocol=4))
+    return path
+
+
+def old_modules(objects: dict) -> dict:
+    """The old format's "modules": the state dicts of named networks and optimisers, as numpy."""
+    return {name: _as_numpy(dict(obj.state_dict())) for name, obj in objects.items()}

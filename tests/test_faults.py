@@ -12,7 +12,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -27,16 +26,17 @@ import yaml
 
 from ebm_vae.core import checkpoints, runs
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, checkpoint_iteration, latest_checkpoint,
-                                      read_checkpoint)
-from ebm_vae.core.states import CheckpointError, layer_states, save_checkpoint
+from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, checkpoint_iteration,
+                                      latest_checkpoint, read_checkpoint)
+from ebm_vae.core.legacy import read_pickle
 from ebm_vae.core.record import read_log
+from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.train import TrainingError, train_generation
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
 from ebm_vae.utils.runlock import LOCK_FILE
-from tests.conftest import TINY, log_rows, signal_training
+from tests.conftest import TINY, log_rows, old_modules, signal_training, write_old_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -116,51 +116,47 @@ def _run(raw, images, out, max_iters, resume=False):
 # ------------------------------------------------------------------------------------------
 # Part A: Paddle's files, the converter, exact loading, the public API
 
-def test_old_format_run_loads_resumes_and_converts(tiny_raw, tiny_images, tmp_path, capsys):
-    """A run in today's old format (checkpoints/last.ckpt, a pickle of numpy state dicts)."""
+def test_old_format_run_is_refused_then_converts_and_resumes(tiny_raw, tiny_images, tmp_path,
+                                                             capsys):
+    """A run of the old format (checkpoints/last.ckpt, a pickle of numpy state dicts): every
+    tool but the converter refuses it in one line naming the converter; converted, it loads the
+    same tensors and resumes to the uninterrupted result."""
     full = tmp_path / "full"
     _run(tiny_raw, tiny_images, full, 4)
     old = tmp_path / "old"
     task = _run(tiny_raw, tiny_images, old, 2)
     for folder in (old / "checkpoints").iterdir():  # rewrite it in the old format
         checkpoints._remove_tree(folder)
-    save_checkpoint(old / LEGACY_CHECKPOINT, {"iteration": 2,
-                                              "modules": layer_states(task.modules())})
-    assert latest_checkpoint(old) == old / LEGACY_CHECKPOINT and checkpoint_iteration(old) == 2
-    assert runs.open_run(old).iteration == 2
-    conv = tmp_path / "conv"
-    conv.mkdir()
-    for name in ("config.yaml", "log.csv"):
-        shutil.copy(old / name, conv / name)
-    shutil.copytree(old / "checkpoints", conv / "checkpoints")
+    write_old_checkpoint(old / LEGACY_CHECKPOINT, {"iteration": 2,
+                                                   "modules": old_modules(task.modules())})
+    hint = f"python tools/convert_run.py {old / LEGACY_CHECKPOINT}"
+    for load in (latest_checkpoint, runs.open_run, read_checkpoint):
+        with pytest.raises(LegacyFormatError, match="convert_run.py"):
+            load(old)
+    assert sample_tool.main(["--ckpt", str(old), "--n", "2", "--no-progress"]) == 2
+    assert hint in _error_line(capsys)
+    with pytest.raises(LegacyFormatError, match="convert_run.py"):
+        _run(tiny_raw, tiny_images, old, 4, resume=True)
     # the converter
-    assert convert_tool.main([str(conv)]) == 0
+    assert convert_tool.main([str(old)]) == 0
     assert "wrote" in capsys.readouterr().err
-    folder = latest_checkpoint(conv)
-    assert folder.name == "iter_0000002" and (conv / LEGACY_CHECKPOINT).is_file()
+    folder = latest_checkpoint(old)
+    assert folder.name == "iter_0000002" and (old / LEGACY_CHECKPOINT).is_file()
     assert sorted(p.name for p in folder.iterdir()) == [
         "decoder.pdparams", "ebm.pdparams", "encoder.pdparams", "opt_ebm.pdopt", "opt_vae.pdopt",
         "state.json"]
-    legacy = read_checkpoint(old / LEGACY_CHECKPOINT)["modules"]
+    legacy = read_pickle(old / LEGACY_CHECKPOINT)["modules"]
     new = read_checkpoint(folder)["modules"]
     for m in legacy:
         for k, v in legacy[m].items():
             if hasattr(v, "shape"):
                 np.testing.assert_array_equal(new[m][k].numpy(), v, err_msg=f"{m}/{k}")
-    assert convert_tool.main([str(conv)]) == 2  # nothing left to convert: one line
+    assert convert_tool.main([str(old / LEGACY_CHECKPOINT)]) == 2  # nothing left: one line
     assert "nothing to convert" in _error_line(capsys)
-    # an old process that kept training after the conversion: its newer last.ckpt wins
-    still = tmp_path / "still"
-    shutil.copytree(conv, still)
-    save_checkpoint(still / LEGACY_CHECKPOINT, {"iteration": 3,
-                                                "modules": layer_states(task.modules())})
-    assert latest_checkpoint(still) == still / LEGACY_CHECKPOINT
-    assert checkpoint_iteration(still) == 3
-    # both resume to the uninterrupted result: the old file directly, and the converted run
+    assert runs.open_run(old).iteration == 2  # the old file beside the folder is ignored
+    # the converted run resumes to the uninterrupted result
     _run(tiny_raw, tiny_images, old, 4, resume=True)
-    _run(tiny_raw, tiny_images, conv, 4, resume=True)
     _assert_same_states(old, full)
-    _assert_same_states(conv, full)
 
 
 def test_sample_tool_on_a_folder_with_only_config_and_pdparams(tiny_raw, tiny_images, tmp_path,

@@ -101,8 +101,8 @@ def test_classifier_learns_and_its_fid_ranks_real_above_noise(tmp_path):
     real = _blobs(rng, 128)[0]
     noise = rng.uniform(-1, 1, real.shape).astype(np.float32)
     assert clf.fid(real, "test") < 0.2 * clf.fid(noise, "test")
-    save_classifier(tmp_path / "c.ckpt", clf)
-    back = load_classifier(tmp_path / "c.ckpt")
+    save_classifier(tmp_path / "c", clf)
+    back = load_classifier(tmp_path / "c")
     assert np.allclose(predict(back.net, real)[0], predict(clf.net, real)[0])
     assert back.dataset == "toy" and back.image_shape == (1, 8, 8)
     with pytest.raises(ClassifierError, match="trained on toy"):
@@ -111,30 +111,37 @@ def test_classifier_learns_and_its_fid_ranks_real_above_noise(tmp_path):
 
 def test_missing_classifier_says_how_to_train_one(tmp_path):
     with pytest.raises(ClassifierError, match="--train-classifier"):
-        load_classifier(tmp_path / "none.ckpt")
+        load_classifier(tmp_path / "none")
 
 
 def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_path, capsys):
-    """tools/evaluate.py --classifier FILE: bytes, a run checkpoint, mismatched weights -> exit 2."""
+    """tools/evaluate.py --classifier PATH: a file of bytes, a run checkpoint, mismatched
+    weights, a missing statistics file -> exit 2."""
+    import shutil
     import sys
     from pathlib import Path
 
-    from ebm_vae.core.states import save_checkpoint
+    import paddle
+
+    from ebm_vae.core.checkpoints import write_checkpoint
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import evaluate as evaluate_tool
 
-    (tmp_path / "bytes.ckpt").write_bytes(b"\x00not a pickle at all")
-    save_checkpoint(tmp_path / "run.ckpt", {"iteration": 3, "modules": {}})
+    (tmp_path / "bytes").write_bytes(b"\x00not a checkpoint at all")
+    shutil.move(write_checkpoint(tmp_path, 3, {}), tmp_path / "run")
     clf = fit_classifier("mnist", {"train": _blobs(np.random.default_rng(7), 32),
                                    "test": _blobs(np.random.default_rng(8), 16)}, 1, progress=False)
-    save_classifier(tmp_path / "good.ckpt", clf)
-    payload = load_checkpoint_raw(tmp_path / "good.ckpt")
-    payload["state"]["convs.0.weight"] = np.zeros((5, 1, 3, 3), np.float32)
-    save_checkpoint(tmp_path / "shapes.ckpt", payload)
-    for name, why in [("bytes", "unreadable"), ("run", "no dataset, image_shape"),
-                      ("shapes", "do not fit the network")]:
-        path = tmp_path / f"{name}.ckpt"
+    save_classifier(tmp_path / "good", clf)
+    for name in ("shapes", "nostats"):
+        shutil.copytree(tmp_path / "good", tmp_path / name)
+    weights = paddle.load(str(tmp_path / "shapes" / "net.pdparams"))
+    weights["convs.0.weight"] = paddle.zeros([5, 1, 3, 3])
+    paddle.save(weights, str(tmp_path / "shapes" / "net.pdparams"))
+    (tmp_path / "nostats" / "stats.pdparams").unlink()
+    for name, why in [("bytes", "is a file, not a checkpoint folder"), ("run", "has no net, stats"),
+                      ("shapes", "do not fit the network"), ("nostats", "stats.pdparams not found")]:
+        path = tmp_path / name
         with pytest.raises(ClassifierError, match=why):
             load_classifier(path)
         code = evaluate_tool.main(["--dataset", "mnist", "--real", "test", "--metrics", "cls_fid",
@@ -142,13 +149,7 @@ def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_pa
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
         assert "is not a classifier checkpoint" in err and why in err
-    assert load_classifier(tmp_path / "good.ckpt").dataset == "mnist"
-
-
-def load_checkpoint_raw(path):
-    from ebm_vae.core.states import load_checkpoint
-
-    return load_checkpoint(path)
+    assert load_classifier(tmp_path / "good").dataset == "mnist"
 
 
 def test_one_evaluation_path_scores_image_sets_with_the_classifier_metrics():
@@ -190,11 +191,11 @@ def test_evaluate_tool_scores_a_sample_file_with_cls_fid_and_cls_is(tmp_path, ca
 
     rng = np.random.default_rng(10)
     clf = fit_classifier("mnist", {"train": _blobs(rng, 64), "test": _blobs(rng, 32)}, 1, progress=False)
-    save_classifier(tmp_path / "c.ckpt", clf)
+    save_classifier(tmp_path / "c", clf)
     images = _blobs(rng, 30)[0]
     np.savez(tmp_path / "s.npz", images=images, proposals=images[::-1])
     assert evaluate_tool.main(["--dataset", "mnist", "--images", str(tmp_path / "s.npz"), "--metrics",
-                               "cls_fid,cls_is", "--classifier", str(tmp_path / "c.ckpt"),
+                               "cls_fid,cls_is", "--classifier", str(tmp_path / "c"),
                                "--reference", "test", "--n", "20", "--out", str(tmp_path / "e.json"),
                                "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -207,5 +208,5 @@ def test_evaluate_tool_scores_a_sample_file_with_cls_fid_and_cls_is(tmp_path, ca
     assert res["cls_fid"]["proposals"] == pytest.approx(clf.fid(images[::-1][:20], "test"))
     np.savez(tmp_path / "bad.npz", x=images)
     assert evaluate_tool.main(["--dataset", "mnist", "--images", str(tmp_path / "bad.npz"),
-                               "--classifier", str(tmp_path / "c.ckpt"), "--n", "20"]) == 2
+                               "--classifier", str(tmp_path / "c"), "--n", "20"]) == 2
     assert "has no array `images`" in capsys.readouterr().err

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ebm_vae.core.checkpoints import LEGACY_CHECKPOINT, latest_checkpoint
-
-from ebm_vae.core.states import save_checkpoint
+from ebm_vae.core.checkpoints import latest_checkpoint, write_checkpoint
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan, run_state
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
@@ -214,7 +212,7 @@ def test_run_state_new_resume_done(tmp_path):
     assert run_state(tmp_path / "missing", 10) == ("new", 0)
     (tmp_path / "config.yaml").write_text("{}")  # interrupted before its first checkpoint
     assert run_state(tmp_path, 10) == ("new", 0)
-    save_checkpoint(tmp_path / LEGACY_CHECKPOINT, {"iteration": 6, "modules": {}})
+    write_checkpoint(tmp_path, 6, {})
     assert run_state(tmp_path, 10) == ("resume", 6)
     assert run_state(tmp_path, 6) == ("done", 6)
     assert run_state(tmp_path, 4) == ("done", 6)

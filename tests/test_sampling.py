@@ -17,9 +17,9 @@ import pytest
 from ebm_vae.core.config import config_from_dict, dump_config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
-from ebm_vae.core.checkpoints import LEGACY_CHECKPOINT, write_checkpoint
+from ebm_vae.core.checkpoints import read_checkpoint, write_checkpoint
 from ebm_vae.core.runs import export_weights, load_run
-from ebm_vae.core.states import CheckpointError, layer_states, load_checkpoint, save_checkpoint
+from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
@@ -44,15 +44,15 @@ def _make_run(raw: dict, run_dir: Path, seed: int = 11) -> None:
     dump_config(cfg, run_dir / "config.yaml")
     paddle.seed(seed)
     models = build_models(cfg.model)
-    save_checkpoint(run_dir / LEGACY_CHECKPOINT, {"iteration": 7, "modules": layer_states(models._asdict())})
+    write_checkpoint(run_dir, 7, models._asdict())
 
 
 def test_load_run_restores_the_checkpoint_or_the_initialisation(tiny_raw, tmp_path):
     _make_run(tiny_raw, tmp_path)
     run = load_run(tmp_path)
-    saved = load_checkpoint(tmp_path / LEGACY_CHECKPOINT)["modules"]["decoder"]
+    saved = read_checkpoint(tmp_path)["modules"]["decoder"]
     got = run.models.decoder.state_dict()
-    assert run.iteration == 7 and all(np.array_equal(got[k].numpy(), saved[k]) for k in saved)
+    assert run.iteration == 7 and all(np.array_equal(got[k].numpy(), saved[k].numpy()) for k in saved)
     assert not run.models.decoder.training and not run.models.encoder.training
     fresh = load_run(tmp_path, untrained=True)
     paddle.seed(tiny_raw["seed"])
@@ -191,7 +191,7 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "cls_fid", "--n", "10"]) == 2
     assert "--train-classifier" in capsys.readouterr().err
     assert evaluate_tool.main(["--ckpt", run, "--train-classifier", "--epochs", "1", "--no-progress"]) == 0
-    assert (mnist_run / "classifier.ckpt").is_file()
+    assert (mnist_run / "classifier" / "state.json").is_file()
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "cls_fid,recon", "--n", "12", "--steps", "1",
                                "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -235,11 +235,11 @@ def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist
     from ebm_vae.data.datasets import load_split
     for s in ("train", "test"):
         splits[s] = load_split("mnist", raw["data"]["root"], s)
-    save_classifier(tmp_path / "clf.ckpt", fit_classifier("mnist", splits, 1, progress=False))
+    save_classifier(tmp_path / "clf", fit_classifier("mnist", splits, 1, progress=False))
     images = splits["train"][0][:12]
     raw["train"].update(sample_every=3, log_every=1)
     plain = train_generation(config_from_dict(raw), tmp_path / "plain", 4, images=images, progress=False)
-    raw["eval"] = {"every": 2, "num_samples": 6, "classifier": str(tmp_path / "clf.ckpt")}
+    raw["eval"] = {"every": 2, "num_samples": 6, "classifier": str(tmp_path / "clf")}
     evald = train_generation(config_from_dict(raw), tmp_path / "eval", 4, images=images, progress=False,
                              evaluation=training_evaluation)
     for name in ("ebm", "encoder", "decoder"):

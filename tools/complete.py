@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                    example="experiments/facade_completion_64.yaml")
     ev = sub.add_parser("eval", help="PSNR/SSIM/L1 on the test split, with baselines")
     ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
-    ev.add_argument("--checkpoint", metavar="FILE", help="evaluate this checkpoint of the run "
-                    "(e.g. RUN_DIR/snapshots/iter_0000400.ckpt) instead of the last one")
+    ev.add_argument("--checkpoint", metavar="DIR", help="evaluate this checkpoint of the run "
+                    "(e.g. RUN_DIR/checkpoints/best or RUN_DIR/checkpoints/iter_0000400) instead "
+                    "of the last one")
     ev.add_argument("--data-root", help="dataset folder (default: the run's data.root)")
     ev.add_argument("--uncond-ckpt", metavar="RUN_DIR", help="a tools/train.py run of the same "
                     "image size, evaluated as the unconditional encode-decode-revise baseline")

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "$EBM_VAE_INCEPTION, the config's eval.inception, or the cache's")
     p.add_argument("--fid-stats", help="Inception reference statistics .npz (default: computed "
                    "once per weights and count, cached); with --stats: the output file")
-    p.add_argument("--classifier", help="classifier checkpoint (default RUN_DIR/classifier.ckpt)")
+    p.add_argument("--classifier", help="classifier folder (default RUN_DIR/classifier)")
     p.add_argument("--epochs", type=int, default=1, help="classifier training epochs (default 1)")
     p.add_argument("--z", choices=["mu", "sample"], default="mu", help="recon latent: the encoder "
                    "mean (default) or the reparameterised sample (released code)")

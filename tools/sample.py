@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, metavar="RUN_DIR",
-                        help="run folder: config.yaml and a checkpoint (checkpoints/iter_N/ or an old "
-                        "last.ckpt), or config.yaml beside ebm/encoder/decoder.pdparams; or one checkpoint "
+                        help="run folder: config.yaml and a checkpoint (checkpoints/iter_N/), or "
+                        "config.yaml beside ebm/encoder/decoder.pdparams; or one checkpoint "
                         "folder RUN_DIR/checkpoints/iter_N (outputs then go to RUN_DIR, named *_iter_N)")
     parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--steps", type=int, help="Langevin steps (default: the config's sample.steps)")

@@ -84,7 +84,7 @@ class CompletionEvalConfig:
     """Hole metrics on the test split during training (`every` > 0): the cVAE proposal and the
     revised fill of every test image (one hole each, seeded by `seed`, as `complete.py eval`),
     logged and plotted against the harmonic and mean fills; each evaluated state is also kept
-    as snapshots/iter_NNNNNNN.ckpt (`keep_checkpoints`)."""
+    as checkpoints/iter_NNNNNNN (`keep_checkpoints`), the best as checkpoints/best."""
     every: int = 0
     seed: int = 0
     limit: Optional[int] = None  # only the first N test images

@@ -1,5 +1,6 @@
 """Checkpoint folders: writing and reading one checkpoint (model and optimiser states and the
-iteration counter), the kept and the best checkpoints, and converting the old format.
+iteration counter), the kept and the best checkpoints. The same folder format holds any named
+state dicts with a small JSON record (e.g. the offline classifier, ebm_vae.eval.classifier).
 
 Checkpoint layout (Paddle's conventions), one folder per checkpoint, only the newest kept:
 
@@ -11,9 +12,12 @@ Checkpoint layout (Paddle's conventions), one folder per checkpoint, only the ne
 A checkpoint is written whole or not at all: its files go to a hidden temporary folder
 (`.iter_0000200.tmp-PID`), each fsynced, and the folder is renamed into place; older checkpoint
 folders are removed only after that. The newest `iter_*` folder holding a `state.json` is the
-run's checkpoint. Runs of the old format (`checkpoints/last.ckpt`, one pickle) still load;
-`tools/convert_run.py RUN` converts them. A folder holding just `config.yaml` and the three
-`.pdparams` (shipped weights) loads for sampling and evaluation.
+run's checkpoint. A folder holding just `config.yaml` and the three `.pdparams` (shipped
+weights) loads for sampling and evaluation.
+
+The old format (one pickle: a run's `checkpoints/last.ckpt`, a classifier `.ckpt`, a completion
+snapshot `snapshots/iter_N.ckpt`) is read only by `tools/convert_run.py PATH` (ebm_vae.core.legacy);
+anything else pointed at one raises a one-line `LegacyFormatError` that says so.
 """
 from __future__ import annotations
 
@@ -29,16 +33,43 @@ from typing import Any, Iterable, Optional
 import paddle
 
 from ebm_vae.utils.atomic import WriteError, fsync_dir, write_bytes, write_text
-from ebm_vae.core.states import (CheckpointError, file_name, load_checkpoint, load_layer_states,
-                                 to_tensors)
+from ebm_vae.core.states import CheckpointError, file_name, load_layer_states
 
 CHECKPOINTS = "checkpoints"
 LEGACY_CHECKPOINT = "checkpoints/last.ckpt"  # the old format: one pickle of numpy state dicts
+LEGACY_SUFFIX = ".ckpt"  # old single-file checkpoints: last.ckpt, classifier.ckpt, iter_N.ckpt
 STATE_FILE = "state.json"
 FORMAT = 1
 _DIR_RE = re.compile(r"^iter_(\d+)$")
 BEST = "best"  # checkpoints/best: the state with the best in-training score (same format as iter_N)
 
+
+class LegacyFormatError(CheckpointError):
+    """A checkpoint of the old format (one pickle), which only tools/convert_run.py reads."""
+
+
+def legacy_error(path: str | Path) -> LegacyFormatError:
+    return LegacyFormatError(f"{path} is a checkpoint of the old format (one pickle), which is no "
+                             f"longer read: convert it with `python tools/convert_run.py {path}`")
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether `path` is a file that starts like a pickle (protocol 2 or later), unread beyond."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
+def legacy_file(path: str | Path) -> Optional[Path]:
+    """The old-format file (a pickle named `*.ckpt`) `path` is, or the one it replaces (`path` +
+    `.ckpt`), if any."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + LEGACY_SUFFIX)):
+        if candidate.suffix == LEGACY_SUFFIX and candidate.is_file() and _is_pickle(candidate):
+            return candidate
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,30 +88,16 @@ def checkpoint_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-_LEGACY_ITERATIONS: dict[tuple, int] = {}
-
-
-def _legacy_iteration(path: Path) -> int:
-    """The iteration of an old-format checkpoint (cached per file version: it is one pickle)."""
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _LEGACY_ITERATIONS:
-        _LEGACY_ITERATIONS.clear()
-        _LEGACY_ITERATIONS[key] = int(load_checkpoint(path)["iteration"])
-    return _LEGACY_ITERATIONS[key]
-
-
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    """The newest checkpoint of a run: an `iter_*` folder, or the old-format `last.ckpt` (also
-    when both exist and `last.ckpt` is further along, e.g. an old process kept training after a
-    conversion); None if the run has none."""
+    """The newest `iter_*` checkpoint folder of a run; None if it has none. A run whose only
+    checkpoint is the old-format `checkpoints/last.ckpt` raises LegacyFormatError."""
     dirs = checkpoint_dirs(run_dir)
-    legacy = Path(run_dir) / LEGACY_CHECKPOINT
-    if not legacy.is_file():
-        return dirs[-1][1] if dirs else None
-    if dirs and dirs[-1][0] >= _legacy_iteration(legacy):
+    if dirs:
         return dirs[-1][1]
-    return legacy
+    legacy = Path(run_dir) / LEGACY_CHECKPOINT
+    if legacy.is_file():
+        raise legacy_error(legacy)
+    return None
 
 
 def split_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
@@ -125,11 +142,12 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_folder(target: Path, iteration: int, objects: dict[str, Any],
-                  states: Optional[dict[str, dict]], info: Optional[dict]) -> None:
-    """Write the state dicts of `objects` (or the given `states`) and state.json into a temporary
-    folder beside `target`, then rename it to `target` (which must not exist). Whole or not at
-    all: on failure the temporary folder is removed and a one-line WriteError is raised."""
+def _write_folder(target: Path, objects: dict[str, Any], states: Optional[dict[str, dict]],
+                  meta: dict) -> None:
+    """Write the state dicts of `objects` (or the given `states`) and state.json (`meta` plus the
+    format and the file names) into a temporary folder beside `target`, then rename it to
+    `target` (which must not exist). Whole or not at all: on failure the temporary folder is
+    removed and a one-line WriteError is raised."""
     folder = target.parent
     tmp = folder / f".{target.name}.tmp-{os.getpid()}"
     try:
@@ -142,9 +160,8 @@ def _write_folder(target: Path, iteration: int, objects: dict[str, Any],
             state = states[name] if states is not None else obj.state_dict()
             files[name] = file_name(name, obj)
             write_bytes(tmp / files[name], tensor_bytes(state))
-        write_text(tmp / STATE_FILE, json.dumps(
-            {"format": FORMAT, "iteration": int(iteration), "files": files, **(info or {})},
-            indent=1) + "\n")
+        write_text(tmp / STATE_FILE, json.dumps({"format": FORMAT, **meta, "files": files},
+                                                indent=1) + "\n")
         os.rename(tmp, target)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -157,14 +174,28 @@ def _write_folder(target: Path, iteration: int, objects: dict[str, Any],
     fsync_dir(folder)
 
 
+def write_kept(folder: str | Path, iteration: int, objects: dict[str, Any],
+               states: Optional[dict[str, dict]] = None, info: Optional[dict] = None) -> Path:
+    """Write `folder/iter_NNNNNNN`, a checkpoint folder of `objects` (or the given `states`) that
+    nothing prunes (e.g. `RUN/snapshots`, the states a training-time evaluation scored); an
+    existing complete one of the same iteration is kept as it is. Whole or not at all."""
+    target = Path(folder) / f"iter_{iteration:07d}"
+    if (target / STATE_FILE).is_file():
+        return target
+    if target.exists():  # an incomplete folder (no state.json): never a checkpoint
+        shutil.rmtree(target)
+    _write_folder(target, objects, states, {"iteration": int(iteration), **(info or {})})
+    return target
+
+
 def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any],
                      states: Optional[dict[str, dict]] = None, info: Optional[dict] = None,
                      keep_every: int = 0) -> Path:
-    """Write a checkpoint folder `iter_NNNNNNN` for `iteration`: the state dicts of `objects`
-    (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a snapshot), plus
-    state.json. Whole or not at all; on failure (e.g. a full disk) the temporary folder is
-    removed, the previous checkpoint stays, and a one-line WriteError is raised. An existing
-    checkpoint of the same iteration is kept (`info` is added to its state.json). Older
+    """Write a checkpoint folder `checkpoints/iter_NNNNNNN` for `iteration`: the state dicts of
+    `objects` (networks -> .pdparams, optimisers -> .pdopt), or the given `states` (e.g. a
+    snapshot), plus state.json. Whole or not at all; on failure (e.g. a full disk) the temporary
+    folder is removed, the previous checkpoint stays, and a one-line WriteError is raised. An
+    existing checkpoint of the same iteration is kept (`info` is added to its state.json). Older
     checkpoints are removed after, except those at multiples of `keep_every` (if > 0)."""
     target = Path(run_dir) / CHECKPOINTS / f"iter_{iteration:07d}"
     if (target / STATE_FILE).is_file():  # the same state: keep it, add `info` to state.json
@@ -172,12 +203,37 @@ def write_checkpoint(run_dir: str | Path, iteration: int, objects: dict[str, Any
             meta = json.loads((target / STATE_FILE).read_text())
             write_text(target / STATE_FILE, json.dumps({**meta, **info}, indent=1) + "\n")
         return target
-    if target.exists():  # an incomplete folder (no state.json): never a checkpoint
-        shutil.rmtree(target)
-    _write_folder(target, iteration, objects, states, info)
+    write_kept(target.parent, iteration, objects, states, info)
     for it, old in checkpoint_dirs(run_dir):
         if it < iteration and not (keep_every > 0 and it % keep_every == 0):
             _remove_tree(old)
+    return target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def replace_folder(target: str | Path, objects: dict[str, Any],
+                   states: Optional[dict[str, dict]], meta: dict) -> Path:
+    """Write a state folder (see `_write_folder`) at `target`, replacing whatever is there: the
+    new folder is complete (as `<target>.new`) before the old one is moved aside and removed."""
+    target = Path(target)
+    fresh = target.with_name(f"{target.name}.new")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    _write_folder(fresh, objects, states, meta)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(fresh, target)
+    fsync_dir(target.parent)
+    for stale in target.parent.glob(f".{target.name}.old-*"):
+        _remove(stale)
     return target
 
 
@@ -185,19 +241,8 @@ def write_best(run_dir: str | Path, iteration: int, objects: dict[str, Any], met
                value: float) -> Path:
     """Replace `checkpoints/best` by the current state of `objects`, scored `metric` = `value`
     (kept in its state.json). The new folder is complete before the old one is removed."""
-    folder = Path(run_dir) / CHECKPOINTS
-    target, old = folder / BEST, folder / f".{BEST}.old-{os.getpid()}"
-    fresh = folder / f"{BEST}.new"
-    if fresh.exists():
-        shutil.rmtree(fresh)
-    _write_folder(fresh, iteration, objects, None, {"score": {"metric": metric, "value": value}})
-    if target.exists():
-        os.rename(target, old)
-    os.rename(fresh, target)
-    fsync_dir(folder)
-    for stale in folder.glob(f".{BEST}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return target
+    return replace_folder(Path(run_dir) / CHECKPOINTS / BEST, objects, None, {
+        "iteration": int(iteration), "score": {"metric": metric, "value": value}})
 
 
 def best_score(run_dir: str | Path) -> Optional[tuple[str, float, int]]:
@@ -215,16 +260,6 @@ def best_score(run_dir: str | Path) -> Optional[tuple[str, float, int]]:
                 raise CheckpointError(f"{folder / BEST / STATE_FILE} is corrupt: {err}") from err
     return None
 
-
-def snapshot_states(objects: dict[str, Any]) -> dict[str, dict]:
-    """Copies of the state dicts of named networks and optimisers (on their device), to save or
-    restore later: the in-place updates of the next step do not reach them."""
-    with paddle.no_grad():
-        return {name: {k: v.clone() if isinstance(v, paddle.Tensor) else v
-                       for k, v in obj.state_dict().items()}
-                for name, obj in objects.items()}
-
-
 def load_tensor_file(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
@@ -237,57 +272,78 @@ def load_tensor_file(path: Path) -> dict:
     return state
 
 
+def _missing_folder(path: Path) -> CheckpointError:
+    """The error for a path that is not a state folder: an old-format file (or one beside it)
+    gets the converter's hint."""
+    old = legacy_file(path)
+    if old is not None:
+        return legacy_error(old)
+    if path.is_file():
+        return CheckpointError(f"{path} is a file, not a checkpoint folder")
+    if path.is_dir():
+        return CheckpointError(f"{path} is not a checkpoint: {STATE_FILE} not found")
+    return CheckpointError(f"no checkpoint at {path}")
+
+
+def read_meta(folder: str | Path) -> dict:
+    """The state.json of a state folder (its `files` checked to be a dict)."""
+    folder = Path(folder)
+    if not (folder / STATE_FILE).is_file():
+        raise _missing_folder(folder)
+    try:
+        meta = json.loads((folder / STATE_FILE).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta["files"], dict):
+            raise TypeError("not a record of files")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / STATE_FILE} is corrupt: {err}") from err
+    return meta
+
+
+def read_folder(folder: str | Path, names: Iterable[str] = ()) -> dict:
+    """{"meta": state.json, "modules": {name: state dict}} of a state folder; `names`: the states
+    to read (default: all it has)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    names = list(names) or list(meta["files"])
+    missing = [n for n in names if n not in meta["files"]]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} has no {', '.join(missing)}")
+    return {"meta": meta, "modules": {n: load_tensor_file(folder / meta["files"][n]) for n in names}}
+
+
+def _iteration(folder: Path, meta: dict) -> int:
+    try:
+        return int(meta["iteration"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder / STATE_FILE} is corrupt: no iteration ({err})") from err
+
+
 def read_checkpoint(path: str | Path, names: Iterable[str] = ()) -> dict:
-    """{"iteration": int, "modules": {name: state dict}} from a checkpoint folder, an old-format
-    `last.ckpt`, or a run folder (its newest checkpoint). `names`: the states to read (default:
-    all the checkpoint has)."""
+    """{"iteration": int, "meta": state.json, "modules": {name: state dict}} from a checkpoint
+    folder or a run folder (its newest checkpoint). `names`: the states to read (default: all
+    the checkpoint has)."""
     path = Path(path)
     if path.is_dir() and not (path / STATE_FILE).is_file():
         found = latest_checkpoint(path)
         if found is None:
             raise CheckpointError(f"no checkpoint in {path / CHECKPOINTS}")
         path = found
-    if path.is_file():  # the old format
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or "modules" not in state or "iteration" not in state:
-            raise CheckpointError(f"{path} is not a run checkpoint")
-        return state
-    if not path.is_dir():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        meta = json.loads((path / STATE_FILE).read_text())
-        iteration, files = int(meta["iteration"]), dict(meta["files"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path / STATE_FILE} is corrupt: {err}") from err
-    names = list(names) or list(files)
-    missing = [n for n in names if n not in files]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} has no {', '.join(missing)}")
-    return {"iteration": iteration, "meta": meta,
-            "modules": {n: load_tensor_file(path / files[n]) for n in names}}
+    state = read_folder(path, names)
+    return {"iteration": _iteration(path, state["meta"]), **state}
 
 
 def checkpoint_iteration(run_dir: str | Path) -> Optional[int]:
     """The iteration of a run's newest checkpoint, None without one (reads only state.json)."""
     found = latest_checkpoint(run_dir)
-    if found is None:
-        return None
-    if found.is_file():
-        return _legacy_iteration(found)
-    try:
-        return int(json.loads((found / STATE_FILE).read_text())["iteration"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{found / STATE_FILE} is corrupt: {err}") from err
+    return None if found is None else _iteration(found, read_meta(found))
 
 
 def load_checkpoint_into(found: str | Path, objects: dict[str, Any]) -> int:
-    """Load one checkpoint (a checkpoint folder, or an old-format file such as `last.ckpt`) into
+    """Load one checkpoint folder (`RUN/checkpoints/iter_N`, `RUN/snapshots/iter_N`, ...) into
     `objects` (networks and optimisers), exactly; returns its iteration."""
-    found = Path(found)
-    state = read_checkpoint(found, [] if found.is_file() else objects)
-    label = (lambda n: f"{found.name}[{n}]") if found.is_file() else None
-    load_layer_states(objects, state["modules"], str(found), label)
-    return int(state["iteration"])
+    state = read_checkpoint(found, objects)
+    load_layer_states(objects, state["modules"], str(found))
+    return state["iteration"]
 
 
 def load_objects(run_dir: str | Path, objects: dict[str, Any]) -> int:
@@ -297,23 +353,3 @@ def load_objects(run_dir: str | Path, objects: dict[str, Any]) -> int:
     if found is None:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}")
     return load_checkpoint_into(found, objects)
-
-
-def convert_legacy(run_dir: str | Path) -> Path:
-    """Write the old-format `checkpoints/last.ckpt` of a run as a checkpoint folder (the old
-    file is left in place; the folder takes precedence)."""
-    run_dir = Path(run_dir)
-    legacy = run_dir / LEGACY_CHECKPOINT
-    if not legacy.is_file():
-        raise CheckpointError(f"{legacy} not found: nothing to convert")
-    state = read_checkpoint(legacy)
-    it = int(state["iteration"])
-    newer = [i for i, _ in checkpoint_dirs(run_dir) if i >= it]
-    if newer:
-        raise CheckpointError(f"{run_dir} already has a checkpoint at iteration {max(newer)} "
-                              f"(the old one is at {it}): nothing to convert")
-    states = {n: to_tensors(dict(s)) for n, s in state["modules"].items()}
-    return write_checkpoint(run_dir, it, dict.fromkeys(states), states,
-                            info={"converted_from": LEGACY_CHECKPOINT})
-
-

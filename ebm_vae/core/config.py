@@ -158,7 +158,7 @@ class EvalConfig:
     metric: Literal["cls_fid", "fid"] = "cls_fid"
     num_samples: int = 1000  # generated images per evaluation during training
     reference: Literal["train", "test"] = "train"  # split whose statistics FID compares against
-    classifier: Optional[str] = None  # classifier checkpoint; null: <run dir>/classifier.ckpt (trained if missing)
+    classifier: Optional[str] = None  # classifier folder; null: <run dir>/classifier (trained if missing)
     classifier_epochs: int = 1  # epochs when the classifier has to be trained
     inception: Optional[str] = None  # FID Inception .pdparams (null: $EBM_VAE_INCEPTION, the cache)
     reference_images: Optional[int] = None  # fid: N reference images, seeded choice (null: all)

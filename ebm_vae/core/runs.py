@@ -13,7 +13,7 @@ from ebm_vae.core.models import Models, build_models
 from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_checkpoint_into,
                                       load_tensor_file, read_checkpoint, split_checkpoint,
                                       tensor_bytes)
-from ebm_vae.core.states import CheckpointError, load_layer_states, tensor_shape, to_tensors
+from ebm_vae.core.states import CheckpointError, load_layer_states, tensor_shape
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import write_bytes, write_text
 from ebm_vae.utils.runtime import configure_runtime, seed_all
@@ -64,8 +64,8 @@ def _bare_weights(run_dir: Path) -> bool:
 
 def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     """Config and models of a run folder, in eval mode, without touching the runtime (device,
-    threads). Weights: the newest checkpoint, an old-format last.ckpt, or `ebm.pdparams`,
-    `encoder.pdparams`, `decoder.pdparams` beside config.yaml (shipped weights); `run_dir` may
+    threads). Weights: the newest checkpoint folder, or `ebm.pdparams`, `encoder.pdparams`,
+    `decoder.pdparams` beside config.yaml (shipped weights); `run_dir` may
     also name one checkpoint folder, `RUN/checkpoints/iter_N`, to load that one.
     `untrained=True` builds the run's architecture at its seeded initialisation instead."""
     run_dir, found = chosen_checkpoint(run_dir)
@@ -106,18 +106,15 @@ def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = 
 
 def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
-    iteration) from a run's newest checkpoint (either format), or from the checkpoint folder
+    iteration) from a run's newest checkpoint, or from the checkpoint folder
     `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
     no data."""
     (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
-    state = read_checkpoint(found, [] if found.is_file() else NETWORKS)
+    state = read_checkpoint(found, NETWORKS)
     for name in NETWORKS:
-        if name not in state["modules"]:
-            raise CheckpointError(f"{found} has no state for '{name}'")
-        write_bytes(out_dir / f"{name}.pdparams",
-                    tensor_bytes(to_tensors(dict(state["modules"][name]))))
+        write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(state["modules"][name]))
     write_text(out_dir / WEIGHTS_INFO, json.dumps({"iteration": state["iteration"]}) + "\n")
     write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
     return out_dir

@@ -1,17 +1,13 @@
 """State dicts: loading them exactly into networks and optimisers (every tensor the objects
-expect, with its shape, and nothing else), and the single-file pickle form (the classifier, and
-runs of the old format, `checkpoints/last.ckpt`)."""
+expect, with its shape, and nothing else)."""
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import paddle
 
 from ebm_vae.errors import UserError
-from ebm_vae.utils.atomic import write_bytes
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -20,15 +16,7 @@ class CheckpointError(UserError, RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# numpy <-> tensors, and the old pickle format
-
-def _to_numpy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    if isinstance(tree, paddle.Tensor):
-        return tree.numpy()
-    return tree
-
+# numpy -> tensors
 
 def to_tensors(tree: Any) -> Any:
     if isinstance(tree, dict):
@@ -36,29 +24,6 @@ def to_tensors(tree: Any) -> Any:
     if isinstance(tree, np.ndarray):
         return paddle.to_tensor(tree)
     return tree
-
-
-def layer_states(layers: dict[str, Any]) -> dict[str, dict]:
-    """State dicts (as numpy) of named layers or optimisers."""
-    return {name: _to_numpy(obj.state_dict()) for name, obj in layers.items()}
-
-
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Pickle `payload` (tensors as numpy) to one file, atomically. The old run-checkpoint
-    format, still used for single-file artefacts (the classifier)."""
-    write_bytes(path, pickle.dumps(_to_numpy(payload), protocol=4))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a pickle written by `save_checkpoint`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,26 +5,32 @@
 It needs no download, so it works on a laptop and in tests, but it is NOT comparable to the
 Inception FIDs of papers: use it to compare runs, checkpoints and samplers with each other.
 
-The checkpoint (ebm_vae.core.states single-file format) holds the weights, the dataset name, the image shape,
-the test accuracy and the feature statistics of the train and test splits (the FID references).
+The checkpoint is a folder in the run checkpoints' format (ebm_vae.core.checkpoints), e.g.
+`RUN/classifier/`: net.pdparams (the weights), stats.pdparams (each split's feature mean and
+covariance, float64: the FID references) and state.json (the dataset name, the image shape, the
+test accuracy and each split's image count). An old single-file `.ckpt` is refused with the hint
+to convert it (tools/convert_run.py, which calls `convert_classifier`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ebm_vae.core.states import load_checkpoint, save_checkpoint
+from ebm_vae.core.checkpoints import LegacyFormatError, legacy_file, read_folder, replace_folder
+from ebm_vae.core.states import CheckpointError
 from ebm_vae.errors import UserError
 from ebm_vae.eval.metrics import FeatureStats, feature_stats, frechet_distance
 from ebm_vae.utils.progress import Progress
 
 FEATURE_DIM = 128
 NUM_CLASSES = 10
+NET, STATS = "net", "stats"  # the folder's tensor files: net.pdparams, stats.pdparams
 
 
 class ClassifierError(UserError, FileNotFoundError):
@@ -131,47 +137,91 @@ def fit_classifier(dataset: str, splits: dict[str, tuple[np.ndarray, np.ndarray]
     return TrainedClassifier(net, dataset, tuple(splits["train"][0].shape[1:]), accuracy, stats)
 
 
-def save_classifier(path: str | Path, clf: TrainedClassifier) -> None:
-    save_checkpoint(path, {
-        "dataset": clf.dataset, "image_shape": list(clf.image_shape),
-        "test_accuracy": clf.test_accuracy, "state": clf.net.state_dict(),
-        "stats": {s: {"mu": st.mu, "sigma": st.sigma, "n": st.n} for s, st in clf.stats.items()}})
+def save_classifier(path: str | Path, clf: TrainedClassifier) -> Path:
+    """Write `clf` as a classifier folder at `path`, replacing one there (whole or not at all)."""
+    stats = {f"{split}.{k}": paddle.to_tensor(getattr(st, k))
+             for split, st in clf.stats.items() for k in ("mu", "sigma")}
+    meta = {"kind": "classifier", "dataset": clf.dataset, "image_shape": list(clf.image_shape),
+            "test_accuracy": float(clf.test_accuracy),
+            "stats_n": {split: int(st.n) for split, st in clf.stats.items()}}
+    return replace_folder(path, dict.fromkeys((NET, STATS)),
+                          {NET: clf.net.state_dict(), STATS: stats}, meta)
 
 
-def load_classifier(path: str | Path) -> TrainedClassifier:
-    path = Path(path)
-    if not path.is_file():
-        raise ClassifierError(
-            f"no classifier at {path}. Train one (a few minutes on CPU) with "
-            f"`python tools/evaluate.py --train-classifier --ckpt RUN_DIR` (cached in the run folder) "
-            f"or `--train-classifier --dataset NAME --data-root DIR --classifier {path}`")
+def _not_one(path: Path, why: str) -> str:
+    return (f"{path} is not a classifier checkpoint of `tools/evaluate.py --train-classifier` "
+            f"({why}); train one with `python tools/evaluate.py --train-classifier ... "
+            f"--classifier {path}`")
 
-    def not_one(why: str) -> str:
-        return (f"{path} is not a classifier checkpoint of `tools/evaluate.py --train-classifier` "
-                f"({why}); train one with `python tools/evaluate.py --train-classifier ... "
-                f"--classifier {path}`")
 
-    try:
-        payload = load_checkpoint(path)
-    except Exception as err:  # unpickling arbitrary bytes can raise nearly anything
-        raise ClassifierError(not_one(f"unreadable: {err}")) from err
+def _from_record(path: Path, record: Any) -> TrainedClassifier:
+    """A classifier from its record {"dataset", "image_shape", "test_accuracy", "state": {name:
+    array}, "stats": {split: {"mu", "sigma", "n"}}}, its weights checked against the network."""
     keys = ("dataset", "image_shape", "test_accuracy", "state", "stats")
-    missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
     if missing:
-        raise ClassifierError(not_one(f"no {', '.join(missing)}"))
+        raise ClassifierError(_not_one(path, f"no {', '.join(missing)}"))
     try:
-        shape = tuple(int(v) for v in payload["image_shape"])
-        state = {k: np.asarray(v) for k, v in payload["state"].items()}
+        shape = tuple(int(v) for v in record["image_shape"])
+        state = {k: np.asarray(v) for k, v in record["state"].items()}
         net = Classifier(shape[0], state["head.bias"].shape[0])
         want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if got != want:
             bad = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
-            raise ClassifierError(not_one(f"weights do not fit the network: {bad[:3]}"))
+            raise ClassifierError(_not_one(path, f"weights do not fit the network: {bad[:3]}"))
         net.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
         stats = {s: FeatureStats(np.asarray(st["mu"]), np.asarray(st["sigma"]), int(st["n"]))
-                 for s, st in payload["stats"].items()}
+                 for s, st in record["stats"].items()}
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-        raise ClassifierError(not_one(f"malformed: {err!r}")) from err
+        raise ClassifierError(_not_one(path, f"malformed: {err!r}")) from err
     net.eval()
-    return TrainedClassifier(net, payload["dataset"], shape, payload["test_accuracy"], stats)
+    return TrainedClassifier(net, record["dataset"], shape, record["test_accuracy"], stats)
+
+
+def _folder_record(path: Path) -> dict:
+    """The record (see `_from_record`) of the classifier folder at `path`."""
+    try:
+        found = read_folder(path, (NET, STATS))
+    except LegacyFormatError:
+        raise
+    except CheckpointError as err:
+        raise ClassifierError(_not_one(path, str(err))) from err
+    meta, modules = found["meta"], found["modules"]
+    try:
+        stats = {s: {"mu": modules[STATS][f"{s}.mu"].numpy(),
+                     "sigma": modules[STATS][f"{s}.sigma"].numpy(), "n": n}
+                 for s, n in meta.get("stats_n", {}).items()}
+    except (KeyError, AttributeError, TypeError) as err:
+        raise ClassifierError(_not_one(path, f"malformed statistics: {err!r}")) from err
+    return {**{k: meta[k] for k in ("dataset", "image_shape", "test_accuracy") if k in meta},
+            "state": {k: v.numpy() for k, v in modules[NET].items()}, "stats": stats}
+
+
+def classifier_exists(path: str | Path) -> bool:
+    """Whether there is a classifier at `path` to load (or an old-format one to refuse)."""
+    return Path(path).exists() or legacy_file(path) is not None
+
+
+def load_classifier(path: str | Path) -> TrainedClassifier:
+    """The classifier folder at `path` (see `save_classifier`). Missing, corrupt or not a
+    classifier: a one-line ClassifierError; an old single-file one: LegacyFormatError."""
+    path = Path(path)
+    if not classifier_exists(path):
+        raise ClassifierError(
+            f"no classifier at {path}. Train one (a few minutes on CPU) with "
+            f"`python tools/evaluate.py --train-classifier --ckpt RUN_DIR` (cached in the run folder) "
+            f"or `--train-classifier --dataset NAME --data-root DIR --classifier {path}`")
+    return _from_record(path, _folder_record(path))
+
+
+def convert_classifier(path: str | Path, payload: dict) -> Path:
+    """Write an old single-file classifier `NAME.ckpt` (its unpickled `payload`, read by
+    ebm_vae.core.legacy.read_pickle) as the classifier folder `NAME` beside it."""
+    path = Path(path)
+    target = path.with_suffix("")
+    if target == path:
+        raise ClassifierError(f"{path} has no suffix: rename it NAME.ckpt to convert it to NAME")
+    if target.exists():
+        raise ClassifierError(f"{target} exists already: nothing to convert")
+    return save_classifier(target, _from_record(path, payload))

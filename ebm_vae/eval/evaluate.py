@@ -26,8 +26,8 @@ from ebm_vae.core.sampling import ancestral_sample, reconstruct, with_steps
 from ebm_vae.core.train import Evaluation
 from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
-from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, fit_classifier,
-                                     load_classifier, predict, save_classifier)
+from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, classifier_exists,
+                                     fit_classifier, load_classifier, predict, save_classifier)
 from ebm_vae.eval.fid_reference import check_weights, reference_stats
 from ebm_vae.eval.inception import FIDInceptionV3, inception_outputs, load_inception
 from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
@@ -38,7 +38,7 @@ from ebm_vae.utils.runtime import seed_all
 # the one metric vocabulary (tools/evaluate.py --metrics, the tables' metrics)
 METRICS = ("fid", "is", "cls_fid", "cls_is", "recon")
 SAMPLE_METRICS = ("fid", "is", "cls_fid", "cls_is")  # scored on image sets (samples, files, real)
-CLASSIFIER_FILE = "classifier.ckpt"
+CLASSIFIER_FILE = "classifier"  # RUN/classifier/: the run's classifier folder
 CLS_FID_NOTE = ("classifier-feature FID (a small CNN trained on the dataset's labels): compares "
                 "runs with each other; NOT comparable to Inception FIDs in papers")
 CLS_IS_NOTE = ("the Inception Score formula on the small classifier's class probabilities (at "
@@ -67,7 +67,7 @@ def classifier_path(run_dir: Optional[Path], given: Optional[str]) -> Path:
     if given:
         return Path(given)
     if run_dir is None:
-        raise ClassifierError("give a classifier file (--classifier PATH) or a run folder (--ckpt)")
+        raise ClassifierError("give a classifier folder (--classifier PATH) or a run folder (--ckpt)")
     return Path(run_dir) / CLASSIFIER_FILE
 
 
@@ -84,7 +84,7 @@ def train_and_save_classifier(path: Path, dataset: str, root: Optional[str], epo
 def ensure_classifier(path: Path, dataset: str, root: Optional[str], epochs: int,
                       progress: bool = True) -> TrainedClassifier:
     """Load the classifier at `path`, training and caching it there first if it is missing."""
-    if not path.is_file():
+    if not classifier_exists(path):
         print(f"training the evaluation classifier on {dataset} -> {path}")
         return train_and_save_classifier(path, dataset, root, epochs, progress=progress)
     clf = load_classifier(path)
@@ -123,7 +123,7 @@ def prerequisites(metrics: Sequence[str], dataset: str, root: Optional[str] = No
     fid_stats: reference statistics file or loaded statistics (fid); None: the Inception
         statistics of the first `reference_n` (None: all) images of the `reference` split,
         computed once per weights and count and cached (`fid_reference.reference_stats`).
-    classifier: checkpoint file or a loaded classifier (cls_fid, cls_is).
+    classifier: a classifier folder or a loaded classifier (cls_fid, cls_is).
     recon_n: test images to reconstruct (None or 0: all; recon)."""
     metrics = parse_metrics(metrics)
     pre = Prerequisites(dataset, metrics, reference)
@@ -142,8 +142,8 @@ def prerequisites(metrics: Sequence[str], dataset: str, root: Optional[str] = No
             pre.fid_stats_path = str(path)
     if "cls_fid" in metrics or "cls_is" in metrics:
         if classifier is None:
-            raise ClassifierError("cls_fid / cls_is need a classifier (a checkpoint file or a run "
-                                  "folder's classifier.ckpt)")
+            raise ClassifierError("cls_fid / cls_is need a classifier (a classifier folder, such "
+                                  "as a run folder's classifier/)")
         if isinstance(classifier, TrainedClassifier):
             pre.classifier, pre.classifier_path = classifier, "given"
         else:

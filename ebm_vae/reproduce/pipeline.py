@@ -136,7 +136,7 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
                              cache_dir: Path, inception: Optional[str], progress: bool = True
                              ) -> dict[str, Prerequisites]:
     """What the metrics need per dataset, loaded (the offline classifier: trained and cached in
-    `cache_dir`/<dataset>.ckpt; FID's reference statistics: computed once and cached, see
+    the folder `cache_dir`/<dataset>; FID's reference statistics: computed once and cached, see
     `ebm_vae.eval.fid_reference`) before any training starts, so nothing fails late."""
     if metrics == ["completion"]:
         return {}
@@ -144,7 +144,7 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
     net = load_inception(inception) if {"fid", "is"} & set(metrics) else None
     out = {}
     for name, root in datasets:
-        clf = (ensure_classifier(cache_dir / f"{name}.ckpt", name, root, scale.classifier_epochs,
+        clf = (ensure_classifier(cache_dir / name, name, root, scale.classifier_epochs,
                                  progress) if {"cls_fid", "cls_is"} & set(metrics) else None)
         out[name] = prerequisites(metrics, name, root, reference="train", inception=net,
                                   classifier=clf, recon_n=scale.num_samples or None,
