@@ -148,7 +148,7 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
 
     evaluation = ((lambda task, run_dir: training_evaluation(task, cfg, run_dir, cfg.data.root))
                   if e.every > 0 else None)
-    return train(cfg, run_dir, load, lambda _: CompletionTask(cfg), evaluation, max_iters, resume,
+    return train(cfg, run_dir, load, lambda _, __: CompletionTask(cfg), evaluation, max_iters, resume,
                  progress, threads, plots=COMPLETION_PLOTS)
 
 

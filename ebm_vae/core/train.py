@@ -23,7 +23,7 @@ from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.stopping import Abandon, Interrupted, StopSignals, TrainingError
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, l2_norm, learn, make_optimizers, revise
 from ebm_vae.data.datasets import load_split
-from ebm_vae.utils.parallel import DataParallelTask, check_shards, init_world, world
+from ebm_vae.utils.parallel import DataParallelTask, check_shards, init_world
 from ebm_vae.utils.runlock import run_lock
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
@@ -325,11 +325,12 @@ EvaluationBuilder = Callable[[Any, Path], Evaluation]
 
 
 def train(cfg: Any, run_dir: str | Path, images: Union[np.ndarray, Callable[[], np.ndarray]],
-          build: Callable[[np.ndarray], Task], evaluation: Optional[EvaluationBuilder] = None,
+          build: Callable[[np.ndarray, int], Task], evaluation: Optional[EvaluationBuilder] = None,
           max_iters: int | None = None, resume: bool = False, progress: bool = True,
           threads: int | None = None, plots: Plots = GENERATION_PLOTS) -> Any:
     """Run a task end to end, holding the run folder's lock: the runtime, the images (or the
-    function that loads them), the run folder, the task (`build(images)`, after Paddle is seeded)
+    function that loads them), the run folder, the task (`build(images, workers)`, after Paddle is
+    seeded)
     and its evaluation, then `fit`. Under `python -m paddle.distributed.launch` each worker
     runs this; the task is wrapped for data parallelism and only worker 0 writes. Returns the
     task."""
@@ -338,7 +339,7 @@ def train(cfg: Any, run_dir: str | Path, images: Union[np.ndarray, Callable[[], 
     with run_lock(run_dir, enabled=w.rank == 0):
         images = images() if callable(images) else images
         images, run_dir = start_run(cfg, images, run_dir, resume, write=w.rank == 0)
-        task = build(images)
+        task = build(images, w.size)
         quality = evaluation(task, run_dir) if evaluation is not None and w.rank == 0 else None
         fit(task if w.size == 1 else DataParallelTask(task, w), images, run_dir, cfg.train,
             cfg.seed, cfg.data.shuffle, max_iters, resume, plots, progress and w.rank == 0,
@@ -357,9 +358,9 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
         raise TrainingError("eval.every > 0 needs the evaluation hook: call train_generation(..., "
                             "evaluation=ebm_vae.eval.evaluate.training_evaluation)")
 
-    def build(found: np.ndarray) -> GenerationTask:
+    def build(found: np.ndarray, workers: int) -> GenerationTask:
         try:
-            check_shards(cfg.train.batch_size, cfg.train.num_chains, len(found), world().size)
+            check_shards(cfg.train.batch_size, cfg.train.num_chains, len(found), workers)
         except ValueError as err:
             raise TrainingError(str(err)) from err
         return GenerationTask(cfg)  # several workers: starts from worker 0's parameters
