@@ -277,7 +277,8 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     the run folder (`SilentRecord` on data-parallel workers other than 0).
     """
     run_dir, per_epoch = Path(run_dir), iters_per_epoch(len(images), train.batch_size)
-    total = min(max_iters or math.inf, per_epoch * train.epochs)
+    planned = per_epoch * train.epochs
+    total = planned if max_iters is None else min(max_iters, planned)
     saved = _resume(task, run_dir) if resume else None
     it = saved or 0
     if evaluation is not None:
