@@ -290,3 +290,27 @@ def test_the_port_matches_pytorch_fids_network_on_the_same_random_weights(tmp_pa
     np.testing.assert_allclose(pool_p, pool_t, rtol=1e-3, atol=1e-4 * np.abs(pool_t).max())
     np.testing.assert_allclose(logits_p, logits_t, rtol=1e-3, atol=1e-4 * np.abs(logits_t).max())
     np.testing.assert_allclose(unbiased_p, unbiased_t, rtol=1e-3, atol=1e-4 * np.abs(unbiased_t).max())
+
+
+@pytest.mark.slow  # builds a Paddle Inference predictor (~10 s)
+def test_onednn_predictor_gives_the_eager_features_and_leaves_the_network_eager(monkeypatch):
+    from ebm_vae.eval import inception_onednn
+    if not inception_onednn.available():
+        pytest.skip("this Paddle has no oneDNN on CPU")
+    paddle.seed(0)
+    net = inception.FIDInceptionV3(logits=True)
+    net.eval()
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
+    with paddle.no_grad():
+        eager = net(preprocess(images)).numpy()
+    monkeypatch.setattr(inception_onednn, "MIN_IMAGES", 3)
+    feats, probs = inception.inception_outputs(net, images, batch_size=2, probs=True)
+    assert net.onednn_predictor is not None  # the fast path was taken, built once
+    assert feats.shape == (3, 2048) and probs.shape == (3, 1008)
+    assert np.abs(feats - eager).max() <= 1e-4 * max(1.0, np.abs(eager).max())
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    with paddle.no_grad():  # to_static worked on a copy: the network itself is still eager
+        assert np.array_equal(net(preprocess(images)).numpy(), eager)
+    monkeypatch.setattr(inception_onednn, "MIN_IMAGES", 4)  # fewer images: eager path
+    assert np.array_equal(inception.inception_outputs(net, images, probs=False)[0],
+                          eager.astype(np.float64))

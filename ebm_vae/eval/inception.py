@@ -29,8 +29,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ebm_vae.errors import UserError
+from ebm_vae.eval import inception_onednn
 from ebm_vae.utils.cache import cache_dir, file_sha256
 from ebm_vae.utils.progress import Progress
+from ebm_vae.utils.runtime import math_threads
 
 WEIGHTS_ENV = "EBM_VAE_INCEPTION"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -299,14 +301,19 @@ def inception_outputs(net: FIDInceptionV3, images: np.ndarray, batch_size: int =
                       progress: bool = False, probs: bool = True
                       ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """pool3 features [N, 2048] (float64) and softmax class probabilities [N, 1008] of images
-    (None with `probs=False`: FID alone needs no classifier layer)."""
+    (None with `probs=False`: FID alone needs no classifier layer). On CPU, for at least
+    `inception_onednn.MIN_IMAGES` images, pool3 comes from the oneDNN predictor (same features,
+    several times faster)."""
     if probs:
         net.require_logits()
+    fast = len(images) >= inception_onednn.MIN_IMAGES and inception_onednn.available()
     feats, soft = [], []
     bar = Progress(len(images), desc="inception", enabled=progress)
     with paddle.no_grad():
         for start in range(0, len(images), batch_size):
-            pool3 = net(preprocess(images[start:start + batch_size]))
+            x = preprocess(images[start:start + batch_size])
+            pool3 = (paddle.to_tensor(inception_onednn.forward(net, x, math_threads())) if fast
+                     else net(x))
             feats.append(pool3.numpy().astype(np.float64))
             if probs:
                 soft.append(F.softmax(net.logits(pool3), axis=1).numpy().astype(np.float64))

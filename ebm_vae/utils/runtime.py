@@ -24,6 +24,7 @@ class ThreadsError(UserError, ValueError):
 # a slow generic code path on non-Intel CPUs; this MKL switch selects its AVX2 path instead.
 MKL_CPU_SWITCH = "MKL_DEBUG_CPU_TYPE"
 MKL_AVX2 = "5"
+_configured_threads: Optional[int] = None  # what configure_cpu last applied (Paddle has no getter)
 
 
 def set_device(device: str) -> None:
@@ -82,10 +83,17 @@ def configure_cpu(threads: Optional[int] = None, onednn: bool = False) -> dict[s
         raise ThreadsError(f"--threads must be a whole number >= 1, got {threads}")
     if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault(MKL_CPU_SWITCH, MKL_AVX2)
+    global _configured_threads
     n = threads or default_threads()
     paddle.base.core.set_num_threads(n)
+    _configured_threads = n
     paddle.set_flags({"FLAGS_use_mkldnn": onednn})
     return {"threads": n, "onednn": onednn, MKL_CPU_SWITCH: os.environ.get(MKL_CPU_SWITCH)}
+
+
+def math_threads() -> int:
+    """The math-library threads `configure_cpu` applied, else `default_threads()`."""
+    return _configured_threads or default_threads()
 
 
 def configure_runtime(device: str, threads: Optional[int] = None) -> None:
