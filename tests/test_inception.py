@@ -314,3 +314,16 @@ def test_onednn_predictor_gives_the_eager_features_and_leaves_the_network_eager(
     monkeypatch.setattr(inception_onednn, "MIN_IMAGES", 4)  # fewer images: eager path
     assert np.array_equal(inception.inception_outputs(net, images, probs=False)[0],
                           eager.astype(np.float64))
+
+
+def test_inception_metrics_says_what_the_weights_found_allow(tmp_path, monkeypatch):
+    assert inception.inception_metrics() == frozenset()  # no weights anywhere (empty cache)
+    pool3_only, with_fc = tmp_path / "pool3.pdparams", tmp_path / "fc.pdparams"
+    paddle.save({"Conv2d_1a_3x3.conv.weight": np.zeros((2, 2), np.float32)}, str(pool3_only))
+    paddle.save({"fc.weight": np.zeros((2, 2), np.float32)}, str(with_fc))
+    assert inception.inception_metrics(str(pool3_only)) == {"fid"}
+    assert inception.inception_metrics(str(with_fc)) == {"fid", "is"}
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(with_fc))
+    assert inception.inception_metrics() == {"fid", "is"}
+    with pytest.raises(InceptionWeightsError, match="not found"):  # a named file must exist
+        inception.inception_metrics(str(tmp_path / "missing.pdparams"))

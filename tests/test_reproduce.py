@@ -402,8 +402,19 @@ def test_a_run_being_trained_by_another_process_is_waited_for(tmp_path):
 
 def test_a_rows_override_replaces_the_tables_value_for_the_same_key():
     assert last_wins(["train.gamma=2.0", "seed=0", "train.gamma=1.0"]) == ["seed=0", "train.gamma=1.0"]
-    spec = load_table(TABLES_DIR / "table6_gamma.yaml")
+    spec = load_table(TABLES_DIR / "table2_is.yaml")
     runs = plan(spec, TABLES_DIR / "table6_gamma.yaml", "quick", Path("unused"))
     for r in runs:
         gammas = [o for o in r.overrides if o.startswith("train.gamma=")]
         assert len(gammas) == 1 and float(gammas[0].split("=")[1]) == r.cfg.train.gamma
+
+
+def test_the_quick_scale_uses_the_papers_metric_where_the_inception_weights_allow_it():
+    fid_table, is_table = load_table(TABLES_DIR / "table1_fid.yaml"), load_table(
+        TABLES_DIR / "table2_is.yaml")
+    quick, paper = fid_table.scales.quick, fid_table.scales.paper
+    assert metric_names(fid_table, quick) == ["cls_fid"]  # no weights: the offline stand-in
+    assert metric_names(fid_table, quick, frozenset({"fid"})) == ["fid"]
+    assert metric_names(is_table, is_table.scales.quick, frozenset({"fid"})) == ["cls_is"]  # pool3 only
+    assert metric_names(is_table, is_table.scales.quick, frozenset({"fid", "is"})) == ["is"]
+    assert metric_names(fid_table, paper) == ["fid"]  # the paper scale never falls back

@@ -207,6 +207,7 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert res["recon"]["decoded"]["psnr_db"] > 0 and (mnist_run / "reconstruction.png").is_file()
     # real held-out images score far below an untrained model's samples
     assert evaluate_tool.main(["--ckpt", run, "--real", "test", "--n", "24", "--no-progress"]) == 0
+    assert "no Inception weights found" in capsys.readouterr().err  # the default metric: cls_fid
     assert evaluate_tool.main(["--ckpt", run, "--untrained", "--n", "24", "--steps", "0",
                                "--no-progress"]) == 0
     real = json.loads((mnist_run / "eval_real_test.json").read_text())["cls_fid"]["real_test"]
@@ -216,6 +217,12 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid", "--n", "10"]) == 2
     assert "pt_inception" in capsys.readouterr().err
     assert evaluate_tool.main(["--ckpt", run, "--metrics", "fid,bogus"]) == 2
+    # with weights found, the default metric is the paper's FID (these fake ones are refused)
+    paddle.save({"fc.weight": np.zeros((2, 2), np.float32)}, str(mnist_run / "fake.pdparams"))
+    capsys.readouterr()
+    assert evaluate_tool.main(["--ckpt", run, "--inception", str(mnist_run / "fake.pdparams"),
+                               "--n", "10", "--no-progress"]) == 2
+    assert "does not match the FID Inception network" in capsys.readouterr().err
     # one checkpoint folder: the run's classifier; outputs in the run folder (the trainer deletes
     # older checkpoint folders), named by the checkpoint
     folder = write_checkpoint(mnist_run, 7, load_run(mnist_run).models._asdict())

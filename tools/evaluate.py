@@ -31,9 +31,10 @@ from ebm_vae.core.checkpoints import output_place, split_checkpoint
 from ebm_vae.core.config import Config
 from ebm_vae.core.runs import Run, load_run
 from ebm_vae.errors import UserError
-from ebm_vae.eval.evaluate import (METRICS, classifier_path, evaluate, parse_metrics,
+from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
                                    train_and_save_classifier, write_inception_stats)
+from ebm_vae.eval.inception import inception_metrics
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.cli import add_threads_arg, run_tool
@@ -51,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--reconstruct", action="store_true", help="shorthand for --metrics recon")
     p.add_argument("--ckpt", metavar="RUN_DIR", help="run folder (config.yaml + a checkpoint or the .pdparams), or one "
                    "checkpoint folder RUN_DIR/checkpoints/iter_N (outputs then go to RUN_DIR, named *_iter_N)")
-    p.add_argument("--metrics", default="cls_fid", help=f"comma list of {', '.join(METRICS)} "
-                   "(default cls_fid)")
+    p.add_argument("--metrics", help=f"comma list of {', '.join(METRICS)} (default: fid where "
+                   "the Inception weights are found, else cls_fid)")
     p.add_argument("--dataset", help="dataset when there is no --ckpt")
     p.add_argument("--data-root", help="dataset folder (default: the run's data.root)")
     src = p.add_argument_group("what to evaluate (default: samples drawn from the run)")
@@ -109,7 +110,7 @@ def print_table(results: dict) -> None:
     for metric, entry in results.items():
         cells = "  ".join(f"{k}: {fmt(v)}" for k, v in entry.items() if k not in skip)
         proto = " ".join(f"{k}={v}" for k, v in entry["protocol"].items() if k != "command")
-        print(f"{metric:8s} {cells}\n         [{proto}]")
+        print(f"{metric:8s} {METRIC_LABELS[metric]}\n         {cells}\n         [{proto}]")
         if "note" in entry:
             print(f"         ({entry['note']})")
 
@@ -188,7 +189,8 @@ def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, roo
                  progress: bool) -> int:
     """Score --metrics, merge them into the JSON and print the table."""
     cfg = loaded.cfg if loaded else None
-    metrics = ["recon"] if args.reconstruct else parse_metrics(args.metrics)
+    metrics = (["recon"] if args.reconstruct else parse_metrics(args.metrics) if args.metrics
+               else default_metrics(args.inception or (cfg.eval.inception if cfg else None)))
     source = check_request(args, metrics, loaded)
     seed = args.seed if args.seed is not None else (cfg.seed if cfg else 0)
 
@@ -221,6 +223,16 @@ def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, roo
     print_table(results)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def default_metrics(inception: str | None) -> list[str]:
+    """Without --metrics: the paper's FID where the Inception weights are found, else the
+    offline classifier FID (said on stderr, since the two are not comparable)."""
+    if "fid" in inception_metrics(inception):
+        return ["fid"]
+    print("no Inception weights found (tools/convert_inception.py): scoring cls_fid, the offline "
+          "classifier FID, NOT comparable with paper FIDs", file=sys.stderr)
+    return ["cls_fid"]
 
 
 def default_json(args: argparse.Namespace, source: str) -> Path:

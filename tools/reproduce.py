@@ -4,8 +4,10 @@ that are missing (finished runs are reused, interrupted ones resumed), evaluate 
 results/table<id>.md and .csv (our value beside the paper's, where known) and, for a sweep, a PNG.
 
 Scales: `paper` = the paper's protocol (full schedules, Inception FID / IS on 50,000 samples: a GPU
-and the Inception weights); `quick` = a CPU-sized version (short runs, 1,000 samples, and the
-offline classifier metrics cls_fid / cls_is in place of Inception ones, named as such).
+and the Inception weights); `quick` = a CPU-sized version (short runs, 1,000 samples). The quick
+scale uses the paper's Inception metric wherever the weights for it are found (--inception,
+$EBM_VAE_INCEPTION or the cache; see tools/convert_inception.py) and otherwise the offline classifier
+metric cls_fid / cls_is, named as such in the report (NOT comparable with the paper).
 
   python tools/reproduce.py --table 6 --scale quick --data-root mnist=/data/mnist --threads 1
   python tools/reproduce.py --table 4 --dry-run                 # resolved configs and commands
@@ -18,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ebm_vae.eval.inception import inception_metrics
 from ebm_vae.reproduce.pipeline import reproduce
 from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
 from ebm_vae.reproduce.spec import find_tables, load_table, metric_names
@@ -44,8 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", default="results", help="report folder (default results)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every run (applied last; changes the run folders)")
-    p.add_argument("--inception", help="FID Inception weights (.pdparams) for the paper scale; "
-                   "else $EBM_VAE_INCEPTION")
+    p.add_argument("--inception", help="FID Inception weights (.pdparams); else "
+                   "$EBM_VAE_INCEPTION, else the cache's (tools/convert_inception.py)")
     p.add_argument("--device", choices=["cpu", "gpu"], help="device (default: gpu at the paper "
                    "scale, cpu at the quick scale)")
     p.add_argument("--report-only", action="store_true", help="train and evaluate nothing: "
@@ -68,7 +71,8 @@ def dry_run(args: argparse.Namespace, paths: list[Path], roots: dict[str, str], 
     for path in paths:
         spec = load_table(path)
         runs = plan(spec, path, args.scale, Path(args.runs), roots, folder, extra)
-        metrics = metric_names(spec, getattr(spec.scales, args.scale))
+        metrics = metric_names(spec, getattr(spec.scales, args.scale),
+                               inception_metrics(args.inception))
         note = "" if metrics == [spec.metric] else (
             f" (the paper's metric is {spec.metric}; classifier metrics are NOT comparable)")
         print(f"# {path} ({args.scale} scale): {len(runs)} runs; metrics "

@@ -37,6 +37,11 @@ from ebm_vae.utils.runtime import seed_all
 
 # the one metric vocabulary (tools/evaluate.py --metrics, the tables' metrics)
 METRICS = ("fid", "is", "cls_fid", "cls_is", "recon")
+METRIC_LABELS = {"fid": "Inception FID (the paper's metric)",
+                 "is": "Inception Score (the paper's metric)",
+                 "cls_fid": "classifier FID (offline; NOT comparable with paper FIDs)",
+                 "cls_is": "classifier IS (offline; NOT comparable with paper IS)",
+                 "recon": "reconstruction of test images"}
 SAMPLE_METRICS = ("fid", "is", "cls_fid", "cls_is")  # scored on image sets (samples, files, real)
 CLASSIFIER_FILE = "classifier"  # RUN/classifier/: the run's classifier folder
 CLS_FID_NOTE = ("classifier-feature FID (a small CNN trained on the dataset's labels): compares "

@@ -279,16 +279,33 @@ def has_classifier(state: dict) -> bool:
     return any(k in state for k in FC_NAMES)
 
 
-def load_inception(path: Optional[str] = None) -> FIDInceptionV3:
-    """The FID Inception network with weights from a converted `.pdparams` file, in eval mode
-    (without the classifier layer if the file has none)."""
-    weights = resolve_weights(path)
+def inception_metrics(path: Optional[str] = None) -> frozenset[str]:
+    """The Inception metrics the weights found (as `resolve_weights`) allow: {"fid", "is"},
+    {"fid"} (pool3-only weights) or, without a weights file, none."""
+    try:
+        weights = resolve_weights(path)
+    except InceptionWeightsError:
+        if path:
+            raise  # a file named but missing is the user's error, not "no weights"
+        return frozenset()
+    return frozenset({"fid", "is"} if has_classifier(_read_state(weights)) else {"fid"})
+
+
+def _read_state(weights: Path) -> dict:
     try:
         state = paddle.load(str(weights), return_numpy=True)
     except Exception as err:  # paddle raises assorted types for bad files
         raise InceptionWeightsError(f"cannot read Inception weights {weights}: {err}") from err
     if not isinstance(state, dict):
         raise InceptionWeightsError(f"{weights} is not a state dict of Inception weights")
+    return state
+
+
+def load_inception(path: Optional[str] = None) -> FIDInceptionV3:
+    """The FID Inception network with weights from a converted `.pdparams` file, in eval mode
+    (without the classifier layer if the file has none)."""
+    weights = resolve_weights(path)
+    state = _read_state(weights)
     net = FIDInceptionV3(logits=has_classifier(state))
     check_state({k: tuple(v.shape) for k, v in net.state_dict().items()}, state, str(weights))
     net.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})

@@ -15,7 +15,7 @@ from ebm_vae.core.runs import load_run
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.evaluate import (Prerequisites, ensure_classifier, evaluate, prerequisites,
                                    training_evaluation)
-from ebm_vae.eval.inception import load_inception
+from ebm_vae.eval.inception import inception_metrics, load_inception
 from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
 from ebm_vae.reproduce.report import Row, setting, write_report
 from ebm_vae.reproduce.spec import ScaleSpec, load_table, metric_names
@@ -64,7 +64,8 @@ def protocol(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> 
     elif metric == "completion":
         what = f"{n or 'all'} test images, seeded {run.cfg.mask.kind} holes"
     else:
-        what = f"{n} samples vs train split"
+        ref = scale.reference_images
+        what = f"{n} samples vs {'the' if ref is None else f'{ref} images of the'} train split"
     return (f"{run.cfg.data.name}, {iteration} iterations, {what}, "
             f"{eval_steps(run.cfg, scale)} Langevin steps at test")
 
@@ -76,7 +77,9 @@ def _read_cache(run_dir: Path) -> dict:
 
 def cache_key(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> str:
     """The protocol an evaluation is cached under in <run>/table_eval.json."""
-    return f"{metric}|n={scale.num_samples}|steps={eval_steps(run.cfg, scale)}|iter={iteration}"
+    ref = f"|ref={scale.reference_images}" if metric == "fid" and scale.reference_images else ""
+    return (f"{metric}|n={scale.num_samples}{ref}|steps={eval_steps(run.cfg, scale)}"
+            f"|iter={iteration}")
 
 
 def cached_values(run: PlannedRun, metrics: list[str], scale: ScaleSpec, iteration: int,
@@ -148,7 +151,7 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
                                  progress) if {"cls_fid", "cls_is"} & set(metrics) else None)
         out[name] = prerequisites(metrics, name, root, reference="train", inception=net,
                                   classifier=clf, recon_n=scale.num_samples or None,
-                                  progress=progress)
+                                  reference_n=scale.reference_images, progress=progress)
     return out
 
 
@@ -162,7 +165,7 @@ def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: P
     spec = load_table(table_path)
     scale: ScaleSpec = getattr(spec.scales, scale_name)
     runs = plan(spec, table_path, scale_name, runs_root, roots, folder, extra)
-    metrics = metric_names(spec, scale)
+    metrics = metric_names(spec, scale, inception_metrics(inception))
     prereq = {} if report_only else prerequisites_by_dataset(
         metrics, runs, scale, runs_root / "classifiers", inception, progress)
     made_by = f"`{command_line()}`, report written by commit {short(code_version())}"

@@ -18,7 +18,8 @@ import yaml
 from ebm_vae.utils.typed_yaml import ConfigError, build
 
 TABLES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "tables"
-# metric -> its offline stand-in at a scale with `offline: true` (no Inception weights on a CPU)
+# metric -> its offline stand-in at a scale with `offline: true` where the Inception weights it
+# needs are absent
 OFFLINE = {"fid": "cls_fid", "is": "cls_is"}
 
 
@@ -42,9 +43,10 @@ class ScaleSpec:
     max_iters: Optional[int] = None  # training iterations per run; null: the config's epochs
     eval_langevin: Literal["sample", "train"] = "sample"  # Langevin steps at evaluation:
     # sample.steps (released test script) or the run's training langevin.steps
-    offline: bool = False  # classifier metrics in place of Inception ones (cls_fid, cls_is)
+    offline: bool = False  # without Inception weights: classifier metrics (cls_fid, cls_is) instead
+    reference_images: Optional[int] = None  # fid: N reference images of the train split (null: all)
     classifier_epochs: int = 1  # epochs when the offline classifier has to be trained
-    # metrics computed at this scale; null: the table's metric (its offline stand-in if offline)
+    # metrics computed at this scale; null: the table's metric (see `metric_names`)
     metrics: Optional[List[Literal["fid", "is", "cls_fid", "cls_is", "recon", "completion"]]] = None
     seeds: Optional[List[int]] = None  # one run per seed for every row; null: the config's seed
     runs: Optional[List[str]] = None  # labels of the rows run at this scale; null: every row
@@ -92,6 +94,8 @@ def table_from_dict(raw: dict, where: str = "table") -> TableSpec:
         need(s.num_samples >= 0, f"scales.{name}.num_samples must be >= 0")
         need(s.max_iters is None or s.max_iters >= 1, f"scales.{name}.max_iters must be >= 1 or null")
         need(s.classifier_epochs >= 1, f"scales.{name}.classifier_epochs must be >= 1")
+        need(s.reference_images is None or s.reference_images >= 2,
+             f"scales.{name}.reference_images must be >= 2 or null (the whole split)")
         need(not s.offline or spec.metric in OFFLINE,
              f"scales.{name}.offline: only fid and is have offline stand-ins")
         need(spec.metric not in ("fid", "is") or s.num_samples >= 10,
@@ -133,10 +137,14 @@ def find_tables(table: str, tables_dir: Path = TABLES_DIR) -> list[Path]:
     return found
 
 
-def metric_names(spec: TableSpec, scale: ScaleSpec) -> list[str]:
-    """The metrics computed at `scale`: its `metrics`, else the table's metric (cls_fid / cls_is in
-    place of fid / is offline). The first one is the table's headline value."""
+def metric_names(spec: TableSpec, scale: ScaleSpec, inception: frozenset[str] = frozenset()
+                 ) -> list[str]:
+    """The metrics computed at `scale`: its `metrics`, else the table's metric, where the
+    Inception weights allow it (`inception`: the metrics they allow, see
+    `eval.inception.inception_metrics`); at an `offline` scale without them, its classifier
+    stand-in (cls_fid / cls_is). The first one is the table's headline value."""
     if scale.metrics is not None:
         return list(scale.metrics)
-    return [OFFLINE[spec.metric] if scale.offline else spec.metric]
+    offline = scale.offline and spec.metric in OFFLINE and spec.metric not in inception
+    return [OFFLINE[spec.metric] if offline else spec.metric]
 
