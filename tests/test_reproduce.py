@@ -402,7 +402,7 @@ def test_a_run_being_trained_by_another_process_is_waited_for(tmp_path):
 
 def test_a_rows_override_replaces_the_tables_value_for_the_same_key():
     assert last_wins(["train.gamma=2.0", "seed=0", "train.gamma=1.0"]) == ["seed=0", "train.gamma=1.0"]
-    spec = load_table(TABLES_DIR / "table2_is.yaml")
+    spec = load_table(TABLES_DIR / "table6_gamma.yaml")
     runs = plan(spec, TABLES_DIR / "table6_gamma.yaml", "quick", Path("unused"))
     for r in runs:
         gammas = [o for o in r.overrides if o.startswith("train.gamma=")]

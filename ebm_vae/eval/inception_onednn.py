@@ -45,7 +45,7 @@ def build_predictor(net: nn.Layer, image_shape: list[int], threads: int) -> Any:
 
 def forward(net: nn.Layer, x: paddle.Tensor, threads: int) -> np.ndarray:
     """`net(x)` (the pool3 features [N, 2048] for the FID Inception) through the network's
-    predictor, built on first use."""
+    predictor, built on first use from the weights `net` has then (fixed weights only)."""
     predictor = getattr(net, "onednn_predictor", None)
     if predictor is None:
         predictor = build_predictor(net, list(x.shape[1:]), threads)
