@@ -515,6 +515,18 @@ def test_sample_tool_refuses_an_out_file_of_another_format(args, tmp_path, capsy
     assert not list(tmp_path.iterdir())  # nothing was written
 
 
+def test_a_start_that_fails_on_missing_data_leaves_no_folder_behind(tmp_path, capsys):
+    cfg = str(_config_file(tmp_path))
+    run, kept = tmp_path / "new_run", tmp_path / "existing"
+    kept.mkdir()
+    for out in (run, kept):
+        assert _train("-c", cfg, "--data-root", str(tmp_path / "nowhere"), "--out", str(out),
+                      "--max-iters", "1") == 2
+        assert "nowhere" in _error_line(capsys)
+    assert not run.exists()  # the folder this start created is gone again
+    assert kept.is_dir() and not list(kept.iterdir())  # a folder the user made stays (empty)
+
+
 _HOLD = ("import sys, time\nfrom ebm_vae.utils.runlock import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n")
 

@@ -222,7 +222,9 @@ def test_evaluate_tool_cls_fid_recon_and_clear_prerequisite_errors(mnist_run, ca
     capsys.readouterr()
     assert evaluate_tool.main(["--ckpt", run, "--inception", str(mnist_run / "fake.pdparams"),
                                "--n", "10", "--no-progress"]) == 2
-    assert "does not match the FID Inception network" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "scoring fid" in err and "--reference-n" in err  # says which metric, and its cost
+    assert "does not match the FID Inception network" in err
     # one checkpoint folder: the run's classifier; outputs in the run folder (the trainer deletes
     # older checkpoint folders), named by the checkpoint
     folder = write_checkpoint(mnist_run, 7, load_run(mnist_run).models._asdict())

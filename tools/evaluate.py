@@ -34,7 +34,7 @@ from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
                                    train_and_save_classifier, write_inception_stats)
-from ebm_vae.eval.inception import inception_metrics
+from ebm_vae.eval.inception import inception_metrics, resolve_weights
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.cli import add_threads_arg, run_tool
@@ -229,6 +229,10 @@ def default_metrics(inception: str | None) -> list[str]:
     """Without --metrics: the paper's FID where the Inception weights are found, else the
     offline classifier FID (said on stderr, since the two are not comparable)."""
     if "fid" in inception_metrics(inception):
+        print(f"scoring fid (Inception FID, weights {resolve_weights(inception)}). Its reference "
+              "statistics cover --reference-n images of the split (default: all of it), computed "
+              "once and cached; on a CPU that is about 0.25 s per image per thread, so for a quick "
+              "small-N score pass e.g. --reference-n 2000, or --metrics cls_fid", file=sys.stderr)
         return ["fid"]
     print("no Inception weights found (tools/convert_inception.py): scoring cls_fid, the offline "
           "classifier FID, NOT comparable with paper FIDs", file=sys.stderr)

@@ -53,8 +53,22 @@ def hold(path: str | Path, wait: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
-def run_lock(run_dir: str | Path, enabled: bool = True) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, enabled: bool = True) -> Iterator[None]:
     """Hold RUN_DIR/.lock for the block (a trainer's lifetime): a second trainer of the folder is
     refused. `enabled=False` (data-parallel workers other than rank 0): no lock, as worker 0
-    holds it for the run."""
-    return hold(Path(run_dir) / LOCK_FILE) if enabled else contextlib.nullcontext()
+    holds it for the run. If the block leaves the folder empty (a start that failed, e.g. on
+    missing data), the lock file it created goes again, and so does the folder if it made it."""
+    if not enabled:
+        yield
+        return
+    run_dir = Path(run_dir)
+    fresh, new_lock = not run_dir.exists(), not (run_dir / LOCK_FILE).exists()
+    try:
+        with hold(run_dir / LOCK_FILE):
+            yield
+    finally:
+        if new_lock and run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
+            if fresh:
+                run_dir.rmdir()
