@@ -11,7 +11,8 @@ for it in "$@"; do
   python tools/sample.py --ckpt $ck --n 2000 --steps 10 --seed 1 --proposals --threads 1 --no-progress --out $OUT/iter$it.npz
   python tools/evaluate.py --images $OUT/iter$it.npz --dataset cifar10 --data-root $C --metrics fid --n 2000 --reference train --reference-n 5000 --threads 1 --no-progress --out $OUT/fid_iter$it.json
 done
-# the curve: OUT/curve.csv (config, iteration, metric, value) and OUT/curve.png
+# the curve: OUT/curve.csv (config, iteration, metric, value) and OUT/curve.png; iteration 0 is the
+# untrained model of results/inception_anchors (same protocol), if copied to OUT/fid_iter0.json
 python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from ebm_vae.eval.curves import write_curves
 out = Path(sys.argv[1]); rows = []
 for f in sorted(out.glob("fid_iter*.json"), key=lambda p: int(p.stem[8:])):
     d = json.loads(f.read_text())["fid"]
-    for key, name in (("images", "fid_revised"), ("proposals", "fid_proposals")):
-        rows.append({"config": "cifar10_cpu_clamp", "iteration": int(f.stem[8:]), "metric": name, "value": d[key]})
+    revised = d["images"] if "images" in d else d["revised"]  # a sample file | a model (anchors)
+    for value, name in ((revised, "fid_revised"), (d["proposals"], "fid_proposals")):
+        rows.append({"config": "cifar10_cpu_clamp", "iteration": int(f.stem[8:]), "metric": name, "value": value})
 write_curves(rows, out / "curve.csv", out / "curve.png")
 PY
