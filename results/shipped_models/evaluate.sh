@@ -1,9 +1,10 @@
 #!/bin/bash
 # The shipped models' scores in the README (issues 19 and 20): what was run, one CPU thread each.
 # REPO = a checkout of the commit named; DATA = the dataset folders; CLS = the MNIST classifier
-# folder (tools/evaluate.py --train-classifier); OUT = this folder. The MNIST weights evaluated as
-# "mnist" are pretrained/mnist of commit ae800b0 (= runs/mnist_clamp/checkpoints/best, iteration
-# 3,750); "mnist_l30_earlier" is pretrained/mnist of commit c7b9322.
+# folder (tools/evaluate.py --train-classifier); OUT = this folder. "mnist" = the final
+# pretrained/mnist (runs/mnist_clamp/checkpoints/best, iteration 6,500), evaluated the same way as
+# "mnist3750" (pretrained/mnist of commit ae800b0, iteration 3,750; its files renamed mnist3750_*);
+# "mnist_l30_earlier" is pretrained/mnist of commit c7b9322.
 set -ex
 export OMP_NUM_THREADS=1
 C="--classifier $CLS --data-root $DATA/mnist --metrics cls_fid,cls_is --n 1000 --seed 1 --threads 1 --no-progress"
