@@ -418,3 +418,15 @@ def test_the_quick_scale_uses_the_papers_metric_where_the_inception_weights_allo
     assert metric_names(is_table, is_table.scales.quick, frozenset({"fid"})) == ["cls_is"]  # pool3 only
     assert metric_names(is_table, is_table.scales.quick, frozenset({"fid", "is"})) == ["is"]
     assert metric_names(fid_table, paper) == ["fid"]  # the paper scale never falls back
+
+
+def test_only_fid_names_the_cut_reference_in_its_protocol(tmp_path):
+    from ebm_vae.reproduce.pipeline import cache_key, protocol
+    path = TABLES_DIR / "table1_fid.yaml"
+    spec = load_table(path)
+    quick = spec.scales.quick
+    run = plan(spec, path, "quick", tmp_path)[0]
+    assert "5000 images of the train split" in protocol(run, "fid", quick, 150)
+    assert "vs the train split" in protocol(run, "cls_fid", quick, 150)  # its reference: the split
+    assert "ref=5000" in cache_key(run, "fid", quick, 150)
+    assert "ref=" not in cache_key(run, "cls_fid", quick, 150)

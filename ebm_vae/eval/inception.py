@@ -329,11 +329,12 @@ def inception_outputs(net: FIDInceptionV3, images: np.ndarray, batch_size: int =
     with paddle.no_grad():
         for start in range(0, len(images), batch_size):
             x = preprocess(images[start:start + batch_size])
-            pool3 = (paddle.to_tensor(inception_onednn.forward(net, x, math_threads())) if fast
-                     else net(x))
-            feats.append(pool3.numpy().astype(np.float64))
+            pool3 = (inception_onednn.forward(net, x, math_threads()) if fast
+                     else net(x).numpy())
+            feats.append(pool3.astype(np.float64))
             if probs:
-                soft.append(F.softmax(net.logits(pool3), axis=1).numpy().astype(np.float64))
+                logits = net.logits(paddle.to_tensor(pool3))
+                soft.append(F.softmax(logits, axis=1).numpy().astype(np.float64))
             bar.update(min(start + batch_size, len(images)))
     bar.close()
     return np.concatenate(feats), np.concatenate(soft) if probs else None

@@ -64,7 +64,7 @@ def protocol(run: PlannedRun, metric: str, scale: ScaleSpec, iteration: int) -> 
     elif metric == "completion":
         what = f"{n or 'all'} test images, seeded {run.cfg.mask.kind} holes"
     else:
-        ref = scale.reference_images
+        ref = scale.reference_images if metric == "fid" else None  # only FID's reference is cut
         what = f"{n} samples vs {'the' if ref is None else f'{ref} images of the'} train split"
     return (f"{run.cfg.data.name}, {iteration} iterations, {what}, "
             f"{eval_steps(run.cfg, scale)} Langevin steps at test")

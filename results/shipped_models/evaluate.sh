@@ -7,13 +7,15 @@
 # "mnist_l30_earlier" is pretrained/mnist of commit c7b9322.
 set -ex
 export OMP_NUM_THREADS=1
-C="--classifier $CLS --data-root $DATA/mnist --metrics cls_fid,cls_is --n 1000 --seed 1 --threads 1 --no-progress"
-# classifier metrics (commits 9b16e88-ae800b0; the evaluation code is the same in all of them)
-python tools/evaluate.py --ckpt pretrained/mnist --steps 10 $C --out $OUT/mnist_cls_own10.json
-python tools/evaluate.py --ckpt pretrained/mnist --steps 30 $C --out $OUT/mnist_cls_30.json
+C="--classifier $CLS --data-root $DATA/mnist --n 1000 --seed 1 --threads 1 --no-progress"
+M="--metrics cls_fid,cls_is"
+# classifier metrics (commits 9b16e88-7480598, named in each JSON; the evaluation code is the same in all)
+# (each JSON's protocol.command is the exact command line that ran)
+python tools/evaluate.py --ckpt pretrained/mnist --steps 10 $M $C --out $OUT/mnist_cls_own10.json
+python tools/evaluate.py --ckpt pretrained/mnist --steps 30 $M $C --out $OUT/mnist_cls_30.json
 python tools/evaluate.py --ckpt pretrained/mnist --untrained --steps 10 --metrics cls_fid $C --out $OUT/mnist_cls_untrained10.json
-python tools/evaluate.py --dataset mnist --real test $C --out $OUT/mnist_cls_real_test.json
-python tools/evaluate.py --ckpt EARLIER/pretrained/mnist --steps 30 $C --out $OUT/mnist_l30_earlier_cls_30.json
+python tools/evaluate.py --dataset mnist --real test $M $C --out $OUT/mnist_cls_real_test.json
+python tools/evaluate.py --ckpt EARLIER/pretrained/mnist --steps 30 $M $C --out $OUT/mnist_l30_earlier_cls_30.json
 python tools/evaluate.py --ckpt pretrained/mnist --data-root $DATA/mnist --metrics recon --recon-n 1000 --seed 1 --classifier $CLS --out $OUT/mnist_recon.json
 # Inception FID (commit 796bf15): 1,000 revised samples (seed 1) vs 2,000 train images (seeded choice)
 F="--metrics fid --n 1000 --reference-n 2000 --threads 1 --no-progress"
