@@ -8,7 +8,7 @@
   fill   complete your own picture (mask image: white = hole); --samples K for K fills
   curve  plot the test-split hole PSNR logged during training (eval.every) against the baselines
 
-  python tools/complete.py train -c experiments/facade_completion.yaml --data-root DATA/pix2pix_facades
+  python tools/complete.py train -c experiments/facade_completion.yaml --data-root DATA/cmp-facade/pix2pix_facades
   python tools/complete.py eval --ckpt runs/facade_completion
   python tools/complete.py fill --ckpt runs/facade_completion --image in.png --mask hole.png --out out.png
 """
