@@ -5,7 +5,8 @@
 # CLS = the Fashion-MNIST classifier folder that the run trained on first use
 # (runs/classifiers/fashion_mnist); OUT = this folder. Arguments: NAME=CHECKPOINT_FOLDER ...
 # ("shipped_before" = pretrained/fashion_mnist of commit bdb2a0d, the model these replace).
-# STEPS30=1 also scores each at 30 Langevin steps. FLOOR=1 and RUN = the clamp run folder (its config.yaml) also score the floor and the ceiling.
+# STEPS30=1 also scores each at 30 Langevin steps. FLOOR=1 and RUN = the clamp run folder (its
+# config.yaml) also score the floor and the ceiling. Each JSON's protocol holds the exact command.
 set -ex
 export OMP_NUM_THREADS=1
 C="--classifier $CLS --data-root $DATA/fashion-mnist --n 1000 --seed 1 --threads 1 --no-progress"
