@@ -14,10 +14,10 @@ import pytest
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
 from ebm_vae.core.checkpoints import best_score, checkpoint_dirs, read_checkpoint
-from ebm_vae.core.runs import load_run
+from ebm_vae.core.runs import export_weights, load_run
 from ebm_vae.core.teach import ebm_loss, make_optimizers, teach_step
 from ebm_vae.core.models import build_models
-from ebm_vae.core.train import Evaluation, train_generation
+from ebm_vae.core.train import Evaluation, TrainingError, train_generation
 from ebm_vae.utils.typed_yaml import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +235,43 @@ def test_eval_metric_must_be_known(tiny_raw):
     tiny_raw["eval"] = {"every": 5, "metric": "inception_score"}
     with pytest.raises(ConfigError, match=r"eval\.metric"):
         config_from_dict(tiny_raw)
+
+
+# ---- continuing from trained weights (--init) ----------------------------------------------------
+
+def test_init_starts_a_new_run_at_the_weights_iteration(tiny_raw, tiny_images, tmp_path):
+    # 16 images / batch 6 = 3 iterations per epoch; decay every epoch: the schedule must go on
+    tiny_raw["train"].update(lr_decay_epochs=1.0, checkpoint_every=1, keep_every=1)
+    _run(tiny_raw, tiny_images, tmp_path / "full", 5)
+    export_weights(tmp_path / "full" / "checkpoints" / "iter_0000002", tmp_path / "weights")
+    train_generation(config_from_dict(tiny_raw), tmp_path / "more", 4, images=tiny_images,
+                     progress=False, init=tmp_path / "weights")
+    first = read_checkpoint(tmp_path / "more" / "checkpoints" / "iter_0000002")
+    shipped = read_checkpoint(tmp_path / "full" / "checkpoints" / "iter_0000002")
+    for net in ("ebm", "encoder", "decoder"):
+        for k, v in shipped["modules"][net].items():
+            np.testing.assert_array_equal(first["modules"][net][k].numpy(), v.numpy())
+    rows = list(csv.DictReader(open(tmp_path / "more" / "log.csv")))
+    full = list(csv.DictReader(open(tmp_path / "full" / "log.csv")))
+    assert [int(r["iteration"]) for r in rows] == [3, 4]
+    assert [(r["epoch"], r["lr_ebm"]) for r in rows] == [(r["epoch"], r["lr_ebm"]) for r in full[2:4]]
+    # not an exact resume: the optimisers started again
+    assert rows[0]["loss_ebm"] == full[2]["loss_ebm"] and rows[1]["loss_ebm"] != full[3]["loss_ebm"]
+    _run(tiny_raw, tiny_images, tmp_path / "more", 5, resume=True)
+    assert [int(r["iteration"]) for r in csv.DictReader(open(tmp_path / "more" / "log.csv"))] == [3, 4, 5]
+
+
+def test_init_with_another_architecture_is_one_clear_error(tiny_raw, tiny_images, tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path / "a", 1)
+    tiny_raw["model"]["latent_dim"] = 3
+    with pytest.raises(TrainingError, match="cannot start from .*a"):
+        train_generation(config_from_dict(tiny_raw), tmp_path / "b", 2, images=tiny_images,
+                         progress=False, init=tmp_path / "a")
+
+
+def test_train_tool_refuses_init_with_resume_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--resume",
+                          str(tmp_path), "--init", str(ROOT / "pretrained" / "mnist")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --init starts a new run")

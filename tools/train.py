@@ -8,6 +8,7 @@ completed iteration and exits with 130 / 143; --resume continues exactly.
 
   python tools/train.py -c experiments/mnist.yaml --data-root ~/data/mnist --max-iters 100
   python tools/train.py --resume runs/mnist --max-iters 200
+  python tools/train.py -c experiments/mnist_cpu.yaml --init pretrained/mnist --out runs/more
 """
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ from ebm_vae.core.runs import model_shapes
 from ebm_vae.core.train import train_generation
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.cli import add_train_args, resolve, run_tool
+from ebm_vae.utils.typed_yaml import ConfigError
 
 
 def train(args: argparse.Namespace) -> None:
     """Resolve the flags and train (or resume) the run."""
+    if args.init and args.resume is not None:
+        raise ConfigError("--init starts a new run from trained weights; --resume continues a "
+                          "run from its own checkpoint: give one of them")
     cfg, run_dir, resume = resolve(args, config_from_dict, shapes=model_shapes)
     print(f"run folder: {run_dir}", file=sys.stderr)
     train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
-                     threads=args.threads, evaluation=training_evaluation)
+                     threads=args.threads, evaluation=training_evaluation, init=args.init)
     print(f"done: {run_dir}", file=sys.stderr)
 
 
@@ -34,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(parser)
+    parser.add_argument("--init", metavar="DIR", help="start the new run from trained networks: "
+                        "shipped weights (pretrained/mnist), a run folder or a checkpoint folder "
+                        "with the config's architecture. The run counts on from their iteration "
+                        "(weights.json), so data order and learning-rate decay go on from there; "
+                        "the optimisers start fresh, so unlike --resume this is not exact")
     args = parser.parse_args(argv)
     # Ctrl-C before training started (data loading): nothing to save
     return run_tool(lambda: train(args), "interrupted before the first iteration: nothing was saved")

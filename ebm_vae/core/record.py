@@ -126,17 +126,17 @@ def _warn(message: str) -> None:
 
 class RunRecord:
     """The run folder's writer for one training: the log (continued up to `resumed_at` on
-    resume), the progress bar, grids and plots, checkpoints (`keep_every`) and the best state
+    resume), the progress bar (from iteration `first`), grids and plots, checkpoints (`keep_every`) and the best state
     by `best_metric` ("" = none)."""
 
     def __init__(self, run_dir: Path, total: int, resumed_at: Optional[int], plots: Plots,
                  keep_every: int = 0, best_metric: str = "", higher_is_better: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, first: int = 0):
         self.run_dir, self.plots, self.keep_every = run_dir, plots, keep_every
         record_start(run_dir, resumed_at)
         self.log = RunLog(run_dir / "log.csv", keep_until=resumed_at)
         self.keeper = BestKeeper(run_dir, best_metric, higher_is_better) if best_metric else None
-        self.bar = Progress(total, desc=run_dir.name, enabled=progress, initial=resumed_at or 0)
+        self.bar = Progress(total, desc=run_dir.name, enabled=progress, initial=first)
 
     @property
     def rows(self) -> list[dict[str, Any]]:

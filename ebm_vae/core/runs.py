@@ -10,7 +10,7 @@ import paddle
 
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
-from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_checkpoint_into,
+from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint,
                                       load_tensor_file, read_checkpoint, split_checkpoint,
                                       tensor_bytes)
 from ebm_vae.core.states import CheckpointError, load_layer_states, tensor_shape
@@ -76,20 +76,33 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     models = build_models(cfg.model)
     iteration: Optional[int] = 0
     if not untrained:
-        layers = models._asdict()
-        if found is not None:
-            iteration = load_checkpoint_into(found, layers)
-        elif _bare_weights(run_dir):
-            states = {n: load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS}
-            load_layer_states(layers, states, str(run_dir))
-            iteration = _weights_iteration(run_dir)
-        else:
-            raise RunNotFoundError(
-                f"{run_dir} holds no weights: no checkpoint in {run_dir / CHECKPOINTS} and no "
-                f"{', '.join(n + '.pdparams' for n in NETWORKS)} beside config.yaml")
+        iteration = load_networks(found or run_dir, models)
     for layer in models:
         layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
     return Run(cfg, models, iteration)
+
+
+def read_networks(path: str | Path) -> tuple[dict[str, dict], Optional[int]]:
+    """The three networks' state dicts and their iteration (None: unknown) from a run folder
+    (its newest checkpoint), one checkpoint folder, or shipped weights beside a config.yaml."""
+    run_dir, found = chosen_checkpoint(path)
+    if found is not None:
+        state = read_checkpoint(found, NETWORKS)
+        return state["modules"], state["iteration"]
+    if _bare_weights(run_dir):
+        return ({n: load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS},
+                _weights_iteration(run_dir))
+    raise RunNotFoundError(
+        f"{run_dir} holds no weights: no checkpoint in {run_dir / CHECKPOINTS} and no "
+        f"{', '.join(n + '.pdparams' for n in NETWORKS)} beside config.yaml")
+
+
+def load_networks(path: str | Path, models: Models) -> Optional[int]:
+    """Load the networks found at `path` (see `read_networks`) into `models`, exactly (the
+    architectures must match); returns their iteration."""
+    states, iteration = read_networks(path)
+    load_layer_states(models._asdict(), states, str(path))
+    return iteration
 
 
 def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,

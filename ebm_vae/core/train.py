@@ -18,11 +18,13 @@ from ebm_vae.core.checkpoints import CHECKPOINTS, latest_checkpoint, load_object
 from ebm_vae.core.config import Config, TrainConfig
 from ebm_vae.core.guards import CollapseError, CollapseGuard
 from ebm_vae.core.models import build_models
+from ebm_vae.core.runs import load_networks
 from ebm_vae.core.record import Plots, RunRecord, SilentRecord, start_run
 from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.stopping import Abandon, Interrupted, StopSignals, TrainingError
 from ebm_vae.core.teach import NonFiniteError, decayed_lr, l2_norm, learn, make_optimizers, revise
 from ebm_vae.data.datasets import load_split
+from ebm_vae.errors import UserError
 from ebm_vae.utils.parallel import DataParallelTask, check_shards, init_world
 from ebm_vae.utils.runlock import run_lock
 from ebm_vae.utils.runtime import configure_runtime, seed_all
@@ -264,12 +266,14 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
         shuffle: str, max_iters: int | None = None, resume: bool = False,
         plots: Plots = GENERATION_PLOTS, progress: bool = True,
         evaluation: Evaluation | None = None, config: Any = None,
-        record_type: type[RunRecord] = RunRecord, signals: bool = True) -> int:
+        record_type: type[RunRecord] = RunRecord, signals: bool = True,
+        start: Optional[int] = None) -> int:
     """Train `task` on `images` ([N, C, H, W]); returns the final iteration count.
 
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
-    seeded and the task built (so a fresh run's initialisation depends only on the seed). The
-    data order and the random draws of each iteration are functions of (seed, epoch) and
+    seeded and the task built (so a fresh run's initialisation depends only on the seed); `start`: the
+    task was loaded from trained networks of that iteration (see `train`), where this new run
+    begins, its first checkpoint written at once. The data order and the random draws of each iteration are functions of (seed, epoch) and
     (seed, iteration). On resume the checkpoint must fit the task's networks exactly, and only
     then is `config` (the resolved config, overrides included) written to config.yaml; a run
     without a checkpoint yet starts again from 0. Non-finite values, SIGINT and SIGTERM
@@ -280,14 +284,17 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     planned = per_epoch * train.epochs
     total = planned if max_iters is None else min(max_iters, planned)
     saved = _resume(task, run_dir) if resume else None
-    it = saved or 0
+    it = (saved or 0) if resume else (start or 0)
     if evaluation is not None:
         plots = plots + [(evaluation.title, evaluation.keys)]
     record = record_type(run_dir, total, it if resume else None, plots, train.keep_every,
                          evaluation.best if evaluation else "",
-                         bool(evaluation and evaluation.higher_is_better), progress)
+                         bool(evaluation and evaluation.higher_is_better), progress, first=it)
     if resume:
         _resumed(record, run_dir, saved, total, config)
+    elif start is not None:  # a --resume before the next checkpoint goes on from these weights
+        saved = it
+        record.checkpoint(it, task.modules())
     guard = CollapseGuard(train.collapse_factor, train.collapse_window, train.collapse_patience,
                           record.rows)
     epoch, stop = -1, StopSignals(enabled=signals)
@@ -328,11 +335,12 @@ EvaluationBuilder = Callable[[Any, Path], Evaluation]
 def train(cfg: Any, run_dir: str | Path, images: Union[np.ndarray, Callable[[], np.ndarray]],
           build: Callable[[np.ndarray, int], Task], evaluation: Optional[EvaluationBuilder] = None,
           max_iters: int | None = None, resume: bool = False, progress: bool = True,
-          threads: int | None = None, plots: Plots = GENERATION_PLOTS) -> Any:
+          threads: int | None = None, plots: Plots = GENERATION_PLOTS,
+          init: Optional[Callable[[Task], int]] = None) -> Any:
     """Run a task end to end, holding the run folder's lock: the runtime, the images (or the
     function that loads them), the run folder, the task (`build(images, workers)`, after Paddle is
-    seeded)
-    and its evaluation, then `fit`. Under `python -m paddle.distributed.launch` each worker
+    seeded), for a new run `init(task)` if given (loads trained networks into it, returns their
+    iteration, where the run begins), and its evaluation, then `fit`. Under `python -m paddle.distributed.launch` each worker
     runs this; the task is wrapped for data parallelism and only worker 0 writes. Returns the
     task."""
     configure_runtime(cfg.device, threads)
@@ -341,20 +349,26 @@ def train(cfg: Any, run_dir: str | Path, images: Union[np.ndarray, Callable[[], 
         images = images() if callable(images) else images
         images, run_dir = start_run(cfg, images, run_dir, resume, write=w.rank == 0)
         task = build(images, w.size)
+        start = init(task) if init is not None and not resume else None
         quality = evaluation(task, run_dir) if evaluation is not None and w.rank == 0 else None
         fit(task if w.size == 1 else DataParallelTask(task, w), images, run_dir, cfg.train,
             cfg.seed, cfg.data.shuffle, max_iters, resume, plots, progress and w.rank == 0,
-            quality, cfg, RunRecord if w.rank == 0 else SilentRecord, signals=w.size == 1)
+            quality, cfg, RunRecord if w.rank == 0 else SilentRecord, signals=w.size == 1,
+            start=start)
     return task
 
 
 def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
                      progress: bool = True, threads: int | None = None,
-                     evaluation: Optional[Callable] = None) -> GenerationTask:
+                     evaluation: Optional[Callable] = None,
+                     init: str | Path | None = None) -> GenerationTask:
     """Train Algorithm 1 on `cfg.data` (or the given `images`), see `train`. `evaluation` builds
     the in-training quality curve when `cfg.eval.every > 0`
-    (`ebm_vae.eval.evaluate.training_evaluation`; passed in, as core does not import eval)."""
+    (`ebm_vae.eval.evaluate.training_evaluation`; passed in, as core does not import eval).
+    `init`: a new run starts from these trained networks (shipped weights, a run or checkpoint
+    folder) at their iteration, so the data order and learning-rate schedule go on from there;
+    the optimisers start fresh (Adam moments at zero), so this is not an exact resume."""
     if cfg.eval.every > 0 and evaluation is None:
         raise TrainingError("eval.every > 0 needs the evaluation hook: call train_generation(..., "
                             "evaluation=ebm_vae.eval.evaluate.training_evaluation)")
@@ -366,8 +380,14 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
             raise TrainingError(str(err)) from err
         return GenerationTask(cfg)  # several workers: starts from worker 0's parameters
 
+    def start(task: GenerationTask) -> int:
+        try:
+            return load_networks(init, task.models) or 0
+        except UserError as err:
+            raise TrainingError(f"cannot start from {init}: {err}") from err
+
     quality = ((lambda task, run_dir: evaluation(task.models, cfg, run_dir, progress))
                if cfg.eval.every > 0 else None)
     return train(cfg, run_dir, images if images is not None else
                  (lambda: load_split(cfg.data.name, cfg.data.root, "train")[0]), build, quality,
-                 max_iters, resume, progress, threads)
+                 max_iters, resume, progress, threads, init=start if init is not None else None)
