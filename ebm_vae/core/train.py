@@ -262,6 +262,24 @@ def _evaluated(evaluation: Optional[Evaluation], due: bool) -> dict[str, float]:
     return evaluation.run() if due else dict.fromkeys(evaluation.keys, math.nan)
 
 
+def _begin(task: Task, run_dir: Path, train: TrainConfig, total: int, resume: bool,
+           start: Optional[int], plots: Plots, evaluation: Optional[Evaluation], config: Any,
+           record_type: type[RunRecord], progress: bool) -> tuple[RunRecord, int, Optional[int]]:
+    """Open the run's record: (record, first iteration, iteration of the newest checkpoint)."""
+    saved = _resume(task, run_dir) if resume else None
+    it = (saved or 0) if resume else (start or 0)
+    plots = plots + [(evaluation.title, evaluation.keys)] if evaluation is not None else plots
+    record = record_type(run_dir, total, it if resume else None, plots, train.keep_every,
+                         evaluation.best if evaluation else "",
+                         bool(evaluation and evaluation.higher_is_better), progress, first=it)
+    if resume:
+        _resumed(record, run_dir, saved, total, config)
+    elif start is not None:  # a --resume before the next checkpoint goes on from these weights
+        saved = it
+        record.checkpoint(it, task.modules())
+    return record, it, saved
+
+
 def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed: int,
         shuffle: str, max_iters: int | None = None, resume: bool = False,
         plots: Plots = GENERATION_PLOTS, progress: bool = True,
@@ -271,30 +289,19 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
     """Train `task` on `images` ([N, C, H, W]); returns the final iteration count.
 
     `max_iters` counts all iterations of the run, resumed ones included. Paddle must already be
-    seeded and the task built (so a fresh run's initialisation depends only on the seed); `start`: the
-    task was loaded from trained networks of that iteration (see `train`), where this new run
-    begins, its first checkpoint written at once. The data order and the random draws of each iteration are functions of (seed, epoch) and
-    (seed, iteration). On resume the checkpoint must fit the task's networks exactly, and only
-    then is `config` (the resolved config, overrides included) written to config.yaml; a run
-    without a checkpoint yet starts again from 0. Non-finite values, SIGINT and SIGTERM
-    (`signals`) save the state after the last completed iteration. `record_type`: what writes
-    the run folder (`SilentRecord` on data-parallel workers other than 0).
-    """
+    seeded and the task built (a fresh run's initialisation depends only on the seed); `start`:
+    the task holds trained networks of that iteration (see `train`), where this run begins, its
+    first checkpoint written at once. Data order and random draws are functions of (seed, epoch)
+    and (seed, iteration). On resume the checkpoint must fit the networks exactly, and only then
+    is `config` (resolved, overrides included) written to config.yaml; a run without a
+    checkpoint starts again from 0. Non-finite values, SIGINT and SIGTERM (`signals`) save the
+    state after the last completed iteration. `record_type`: what writes the run folder
+    (`SilentRecord` on data-parallel workers other than 0)."""
     run_dir, per_epoch = Path(run_dir), iters_per_epoch(len(images), train.batch_size)
     planned = per_epoch * train.epochs
     total = planned if max_iters is None else min(max_iters, planned)
-    saved = _resume(task, run_dir) if resume else None
-    it = (saved or 0) if resume else (start or 0)
-    if evaluation is not None:
-        plots = plots + [(evaluation.title, evaluation.keys)]
-    record = record_type(run_dir, total, it if resume else None, plots, train.keep_every,
-                         evaluation.best if evaluation else "",
-                         bool(evaluation and evaluation.higher_is_better), progress, first=it)
-    if resume:
-        _resumed(record, run_dir, saved, total, config)
-    elif start is not None:  # a --resume before the next checkpoint goes on from these weights
-        saved = it
-        record.checkpoint(it, task.modules())
+    record, it, saved = _begin(task, run_dir, train, total, resume, start, plots, evaluation,
+                               config, record_type, progress)
     guard = CollapseGuard(train.collapse_factor, train.collapse_window, train.collapse_patience,
                           record.rows)
     epoch, stop = -1, StopSignals(enabled=signals)
@@ -304,12 +311,12 @@ def fit(task: Task, images: np.ndarray, run_dir: Path, train: TrainConfig, seed:
                 if it // per_epoch != epoch:
                     epoch, lrs = it // per_epoch, task.set_epoch(it // per_epoch)
                     order = epoch_order(len(images), shuffle, seed, epoch)
-                b, start = it % per_epoch, time.perf_counter()
+                b, began = it % per_epoch, time.perf_counter()
                 batch = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
                 stats = _iteration(task, batch, it, seed, stop, record, epoch)
                 it += 1
                 row = {"iteration": it, "epoch": epoch, **stats, **lrs,
-                       "sec_per_iter": time.perf_counter() - start}
+                       "sec_per_iter": time.perf_counter() - began}
                 due = evaluation is not None and (it % evaluation.every == 0 or it == total)
                 row.update(_evaluated(evaluation, due))
                 runaway = guard.check(it, stats)
@@ -338,11 +345,11 @@ def train(cfg: Any, run_dir: str | Path, images: Union[np.ndarray, Callable[[], 
           threads: int | None = None, plots: Plots = GENERATION_PLOTS,
           init: Optional[Callable[[Task], int]] = None) -> Any:
     """Run a task end to end, holding the run folder's lock: the runtime, the images (or the
-    function that loads them), the run folder, the task (`build(images, workers)`, after Paddle is
-    seeded), for a new run `init(task)` if given (loads trained networks into it, returns their
-    iteration, where the run begins), and its evaluation, then `fit`. Under `python -m paddle.distributed.launch` each worker
-    runs this; the task is wrapped for data parallelism and only worker 0 writes. Returns the
-    task."""
+    function that loads them), the run folder, the task (`build(images, workers)`, after Paddle
+    is seeded), for a new run `init(task)` if given (loads trained networks into it, returns
+    their iteration, where the run begins), and its evaluation, then `fit`. Under `python -m
+    paddle.distributed.launch` each worker runs this; the task is wrapped for data parallelism
+    and only worker 0 writes. Returns the task."""
     configure_runtime(cfg.device, threads)
     w = init_world()  # size > 1 under python -m paddle.distributed.launch
     with run_lock(run_dir, enabled=w.rank == 0):
