@@ -1,10 +1,16 @@
-"""Replace the fashion_l10_langevin_clamp rows of results/stability{,_diagnostics}.csv with the
-rows of a run folder, keep every other run's rows, and redraw the PNGs (run from the repo root)."""
+"""Replace the rows of one config name in results/stability{,_diagnostics}.csv with the rows of a
+run folder, keep every other run's rows, and redraw the PNGs (run from the repository root):
+
+    python results/merge_stability.py NAME RUN_DIR
+e.g. python results/merge_stability.py fashion_l10_langevin_clamp runs/fmnist_clamp
+"""
 import csv, sys
 from pathlib import Path
 from ebm_vae.eval.curves import run_curves, write_curves
 
-name, run = "fashion_l10_langevin_clamp", Path(sys.argv[1])
+if len(sys.argv) != 3:
+    sys.exit(__doc__)
+name, run = sys.argv[1], Path(sys.argv[2])
 for out, metrics, every, logs in (
         ("results/stability", ["cls_fid_revised", "cls_fid_proposals"], 1, []),
         ("results/stability_diagnostics", ["energy_gap", "f_revised", "ebm_weight_norm", "chain_move",

@@ -261,6 +261,20 @@ def test_init_starts_a_new_run_at_the_weights_iteration(tiny_raw, tiny_images, t
     assert [int(r["iteration"]) for r in csv.DictReader(open(tmp_path / "more" / "log.csv"))] == [3, 4, 5]
 
 
+def test_an_init_run_resumes_exactly_from_its_first_checkpoint(tiny_raw, tiny_images, tmp_path):
+    # the first checkpoint holds the fresh (empty) optimisers: resuming from it is the same run
+    _run(tiny_raw, tiny_images, tmp_path / "full", 2)
+    export_weights(tmp_path / "full" / "checkpoints" / "iter_0000002", tmp_path / "weights")
+    for name, its in (("whole", 4), ("cut", 2)):
+        train_generation(config_from_dict(tiny_raw), tmp_path / name, its, images=tiny_images,
+                         progress=False, init=tmp_path / "weights")
+    _run(tiny_raw, tiny_images, tmp_path / "cut", 4, resume=True)
+    whole, cut = (read_checkpoint(tmp_path / n / "checkpoints" / "iter_0000004") for n in ("whole", "cut"))
+    for net in ("ebm", "encoder", "decoder"):
+        for k, v in whole["modules"][net].items():
+            np.testing.assert_array_equal(cut["modules"][net][k].numpy(), v.numpy())
+
+
 def test_init_with_another_architecture_is_one_clear_error(tiny_raw, tiny_images, tmp_path):
     _run(tiny_raw, tiny_images, tmp_path / "a", 1)
     tiny_raw["model"]["latent_dim"] = 3

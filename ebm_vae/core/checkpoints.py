@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -131,7 +132,9 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 def tensor_bytes(state: dict) -> bytes:
     buf = io.BytesIO()
-    paddle.save(state, buf)
+    with warnings.catch_warnings():  # a fresh optimiser's state is empty; Paddle warns, saves it
+        warnings.filterwarnings("ignore", message="The input state dict is empty")
+        paddle.save(state, buf)
     return buf.getvalue()
 
 
