@@ -126,8 +126,8 @@ def _warn(message: str) -> None:
 
 class RunRecord:
     """The run folder's writer for one training: the log (continued up to `resumed_at` on
-    resume), the progress bar (from iteration `first`), grids and plots, checkpoints (`keep_every`) and the best state
-    by `best_metric` ("" = none)."""
+    resume), the progress bar (from iteration `first`), grids and plots, checkpoints
+    (`keep_every`) and the best state by `best_metric` ("" = none)."""
 
     def __init__(self, run_dir: Path, total: int, resumed_at: Optional[int], plots: Plots,
                  keep_every: int = 0, best_metric: str = "", higher_is_better: bool = False,
