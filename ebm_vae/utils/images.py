@@ -72,7 +72,7 @@ def save_png(img: Image.Image, path: str | Path) -> None:
 
 # ---- line plots -------------------------------------------------------------------------------
 
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 DECADES = 3  # a series spanning this many decades (or more) gets a log / symlog axis
 
 
