@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ebm_vae.core.checkpoints import read_checkpoint
+
 TINY = {
     "seed": 3,
     "device": "cpu",
@@ -96,3 +98,18 @@ def write_old_checkpoint(path: Path, payload: dict) -> Path:
 def old_modules(objects: dict) -> dict:
     """The old format's "modules": the state dicts of named networks and optimisers, as numpy."""
     return {name: _as_numpy(dict(obj.state_dict())) for name, obj in objects.items()}
+
+
+def checkpoint_states(run_dir: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the run's checkpoint (networks and optimisers), as numpy."""
+    mods = read_checkpoint(run_dir)["modules"]
+    return {f"{m}/{k}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+            for m, state in mods.items() for k, v in state.items() if hasattr(v, "shape")}
+
+
+def assert_same_states(a: Path, b: Path) -> None:
+    """Every tensor of two runs' checkpoints (networks and both Adams) is equal."""
+    sa, sb = checkpoint_states(a), checkpoint_states(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)

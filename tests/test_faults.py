@@ -36,7 +36,8 @@ from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
 from ebm_vae.utils.runlock import LOCK_FILE
-from tests.conftest import TINY, log_rows, old_modules, signal_training, write_old_checkpoint
+from tests.conftest import (TINY, assert_same_states, checkpoint_states, log_rows, old_modules,
+                            signal_training, write_old_checkpoint)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -94,20 +95,6 @@ def _error_line(capsys) -> str:
     return errors[0]
 
 
-def _states(run_dir: Path) -> dict[str, np.ndarray]:
-    """Every tensor of the run's checkpoint (networks and optimisers), as numpy."""
-    mods = read_checkpoint(run_dir)["modules"]
-    return {f"{m}/{k}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-            for m, state in mods.items() for k, v in state.items() if hasattr(v, "shape")}
-
-
-def _assert_same_states(a: Path, b: Path) -> None:
-    sa, sb = _states(a), _states(b)
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
-
-
 def _run(raw, images, out, max_iters, resume=False):
     return train_generation(config_from_dict(raw), out, max_iters, resume, images=images,
                             progress=False, threads=1)
@@ -156,7 +143,7 @@ def test_old_format_run_is_refused_then_converts_and_resumes(tiny_raw, tiny_imag
     assert runs.open_run(old).iteration == 2  # the old file beside the folder is ignored
     # the converted run resumes to the uninterrupted result
     _run(tiny_raw, tiny_images, old, 4, resume=True)
-    _assert_same_states(old, full)
+    assert_same_states(old, full)
 
 
 def test_sample_tool_on_a_folder_with_only_config_and_pdparams(tiny_raw, tiny_images, tmp_path,
@@ -329,7 +316,7 @@ def test_a_torn_log_row_is_dropped_on_resume(torn, tiny_raw, tiny_images, tmp_pa
     rows = read_log(log)
     first = 3 if torn.startswith("iteration") else 1
     assert [int(r["iteration"]) for r in rows] == list(range(first, 5))
-    _assert_same_states(cut, full)
+    assert_same_states(cut, full)
 
 
 def test_appended_rows_are_flushed_and_synced_before_a_checkpoint(tiny_raw, tiny_images, tmp_path,
@@ -378,9 +365,9 @@ def test_nonfinite_vae_stop_saves_both_networks_and_optimisers_before_the_iterat
     assert Path(named) == latest_checkpoint(run) and Path(named).name == "iter_0000002"
     meta = json.loads((Path(named) / "state.json").read_text())
     assert meta["iteration"] == 2 and "VAE loss" in meta["stopped"]
-    _assert_same_states(run, tmp_path / "ref2")  # EBM, encoder, decoder and both Adam states
+    assert_same_states(run, tmp_path / "ref2")  # EBM, encoder, decoder and both Adam states
     _run(tiny_raw, tiny_images, run, 4, resume=True)  # plain --resume continues
-    _assert_same_states(run, tmp_path / "ref4")
+    assert_same_states(run, tmp_path / "ref4")
 
 
 def test_nonfinite_stop_in_the_first_iteration_saves_the_initialisation(tiny_raw, tiny_images,
@@ -413,13 +400,13 @@ def _failing_write_bytes(monkeypatch, fail_on: int) -> list:
 def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary(tiny_raw, tiny_images,
                                                                       tmp_path, monkeypatch):
     _run(tiny_raw, tiny_images, tmp_path, 2)  # checkpoint at 2
-    before = _states(tmp_path)
+    before = checkpoint_states(tmp_path)
     _failing_write_bytes(monkeypatch, fail_on=3)  # the 3rd file of the next checkpoint
     with pytest.raises(WriteError, match="No space left") as err:
         _run(tiny_raw, tiny_images, tmp_path, 4, resume=True)
     assert "\n" not in str(err.value)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["iter_0000002"]
-    after = _states(tmp_path)
+    after = checkpoint_states(tmp_path)
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
@@ -603,7 +590,7 @@ def test_sigint_and_sigterm_save_and_resume_exactly(soak, mnist_root, tmp_path):
     proc = _spawn("--resume", str(run))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    _assert_same_states(run, ref)
+    assert_same_states(run, ref)
     rows = read_log(run / "log.csv")
     ref_rows = read_log(ref / "log.csv")
     assert [r["loss_vae"] for r in rows] == [r["loss_vae"] for r in ref_rows]
@@ -653,7 +640,7 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
         assert proc.returncode == -signal.SIGKILL, err
     print("kills (target row, rows at the kill):", history)
     assert kills >= 4 and proc.returncode == 0
-    _assert_same_states(run, ref)
+    assert_same_states(run, ref)
     assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == list(range(1, TOTAL + 1))
     assert not list((run / "checkpoints").glob(".*"))  # no temporary folder left
 
@@ -679,7 +666,7 @@ def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_
     assert checkpoint_iteration(run) == 2
     _run(tiny_raw, tiny_images, run, 4, resume=True)
     assert [int(r["iteration"]) for r in read_log(run / "log.csv")] == [1, 2, 3, 4]
-    _assert_same_states(run, tmp_path / "full")
+    assert_same_states(run, tmp_path / "full")
 
 
 def _signal_twice_in(monkeypatch, method: str, at_call: int) -> None:
@@ -713,7 +700,7 @@ def test_a_second_signal_abandons_the_revision_and_saves_the_state_before_it(
     assert err.value.exit_code == 130
     assert "SIGINT: stopped after iteration 2" in str(err.value)
     assert checkpoint_iteration(run) == 2
-    _assert_same_states(run, tmp_path / "ref2")
+    assert_same_states(run, tmp_path / "ref2")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
@@ -729,4 +716,4 @@ def test_signals_during_the_updates_let_the_iteration_finish(tiny_raw, tiny_imag
     with pytest.raises(Interrupted, match="SIGINT: stopped after iteration 3"):
         _run(tiny_raw, tiny_images, run, 6)
     assert checkpoint_iteration(run) == 3
-    _assert_same_states(run, tmp_path / "ref3")
+    assert_same_states(run, tmp_path / "ref3")
