@@ -23,7 +23,8 @@ import paddle
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.models import build_models
 from ebm_vae.core.teach import learn
-from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.core.generation import train_generation
+from ebm_vae.core.stopping import TrainingError
 from ebm_vae.utils.parallel import World, data_parallel, init_world, mean_values, shard, world
 from ebm_vae.utils.runtime import configure_runtime
 

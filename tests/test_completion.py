@@ -679,7 +679,7 @@ def test_train_needs_data_root(tmp_path):
 
 def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_path):
     from ebm_vae.core.config import config_from_dict
-    from ebm_vae.core.train import train_generation
+    from ebm_vae.core.generation import train_generation
     from tests.conftest import TINY
     _, run = trained_run
     raw = {**TINY, "model": {**TINY["model"], "image_size": SIZE, "channels": 3, "decoder": {

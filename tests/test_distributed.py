@@ -19,7 +19,8 @@ from distributed_worker import learn_once
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.models import build_models
 from ebm_vae.core.checkpoints import read_checkpoint
-from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.core.generation import train_generation
+from ebm_vae.core.stopping import TrainingError
 from ebm_vae.utils.parallel import (World, _poison_if_non_finite, check_shards, data_parallel,
                                    mean_values, seed_worker, shard)
 

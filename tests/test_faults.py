@@ -31,7 +31,8 @@ from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, chec
 from ebm_vae.core.legacy import read_pickle
 from ebm_vae.core.record import read_log
 from ebm_vae.core.states import CheckpointError
-from ebm_vae.core.train import TrainingError, train_generation
+from ebm_vae.core.generation import train_generation
+from ebm_vae.core.stopping import TrainingError
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
@@ -671,7 +672,7 @@ def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_
 
 def _signal_twice_in(monkeypatch, method: str, at_call: int) -> None:
     """Send SIGINT twice inside GenerationTask.<method> of iteration `at_call`."""
-    import ebm_vae.core.train as train_mod
+    import ebm_vae.core.generation as train_mod
     real, calls = getattr(train_mod.GenerationTask, method), [0]
 
     def patched(self, arg):

@@ -17,7 +17,8 @@ from ebm_vae.core.checkpoints import best_score, checkpoint_dirs, read_checkpoin
 from ebm_vae.core.runs import export_weights, load_run
 from ebm_vae.core.teach import ebm_loss, make_optimizers, teach_step
 from ebm_vae.core.models import build_models
-from ebm_vae.core.train import Evaluation, TrainingError, train_generation
+from ebm_vae.core.generation import train_generation
+from ebm_vae.core.train import Evaluation, TrainingError
 from ebm_vae.utils.typed_yaml import ConfigError
 from tests.conftest import assert_same_states
 
@@ -123,7 +124,7 @@ def _scripted(scores: dict[int, float], higher: bool = False):
     """An evaluation hook whose score at the n-th evaluation is scores[n]."""
     calls = []
 
-    def hook(models, cfg, run_dir, progress):
+    def hook(models, cfg, run_dir, progress, averaged=None):
         def run():
             calls.append(len(calls) + 1)
             return {"score": scores[len(calls)]}
@@ -287,3 +288,92 @@ def test_train_tool_refuses_init_with_resume_in_one_line(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: --init starts a new run")
+
+
+# ---- the weight average (train.ema) --------------------------------------------------------------
+
+def test_weight_average_follows_the_known_recursion():
+    from ebm_vae.core.ema import WeightAverage
+    from typing import NamedTuple
+
+    class Nets(NamedTuple):
+        ebm: paddle.nn.Layer
+
+    nets = Nets(paddle.nn.Linear(3, 2))
+    start = nets.ebm.weight.numpy().copy()
+    average, d, target = WeightAverage(nets, 0.9), 0.9, np.full((3, 2), 2.0, np.float32)
+    nets.ebm.weight.set_value(paddle.to_tensor(target))
+    for _ in range(5):
+        average.update(nets)  # w_avg <- d w_avg + (1 - d) w, with w fixed at `target`
+    want = d ** 5 * start + (1 - d ** 5) * target
+    np.testing.assert_allclose(average.models.ebm.weight.numpy(), want, rtol=1e-5)
+    assert average.models.ebm.weight.stop_gradient and not average.models.ebm.training
+    average.reset(nets)
+    np.testing.assert_array_equal(average.models.ebm.weight.numpy(), target)
+    assert list(average.modules()) == ["ema_ebm"]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_ema_outside_0_1_names_the_key(tiny_raw, value):
+    assert config_from_dict(tiny_raw).train.ema == 0
+    tiny_raw["train"]["ema"] = value
+    with pytest.raises(ConfigError, match=r"train\.ema"):
+        config_from_dict(tiny_raw)
+
+
+def test_the_average_is_checkpointed_resumes_exactly_and_never_feeds_training(tiny_raw, tiny_images,
+                                                                             tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path / "plain", 4)
+    tiny_raw["train"]["ema"] = 0.5
+    _run(tiny_raw, tiny_images, tmp_path / "whole", 4)
+    _run(tiny_raw, tiny_images, tmp_path / "cut", 2)
+    _run(tiny_raw, tiny_images, tmp_path / "cut", 4, resume=True)
+    assert_same_states(tmp_path / "whole", tmp_path / "cut")
+    whole = read_checkpoint(tmp_path / "whole")["modules"]
+    plain = read_checkpoint(tmp_path / "plain")["modules"]
+    for net in ("ebm", "encoder", "decoder"):
+        for k, v in plain[net].items():
+            np.testing.assert_array_equal(whole[net][k].numpy(), v.numpy(), err_msg=k)
+        assert any(not np.array_equal(whole["ema_" + net][k].numpy(), v.numpy())
+                   for k, v in whole[net].items())
+
+
+def test_the_average_exports_as_weights_and_a_run_without_one_says_so(tiny_raw, tiny_images,
+                                                                     tmp_path):
+    from ebm_vae.core.states import CheckpointError
+    tiny_raw["train"]["ema"] = 0.5
+    _run(tiny_raw, tiny_images, tmp_path / "r", 2)
+    export_weights(tmp_path / "r", tmp_path / "w", averaged=True)
+    saved = read_checkpoint(tmp_path / "r")["modules"]["ema_decoder"]
+    run = load_run(tmp_path / "w")
+    assert run.iteration == 2
+    for k, v in run.models.decoder.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), saved[k].numpy(), err_msg=k)
+    tiny_raw["train"]["ema"] = 0.0
+    _run(tiny_raw, tiny_images, tmp_path / "none", 2)
+    with pytest.raises(CheckpointError, match="holds no weight average"):
+        export_weights(tmp_path / "none", tmp_path / "w2", averaged=True)
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_run.py"), str(tmp_path / "r"),
+                          "--ema"], capture_output=True, text=True)
+    assert out.returncode != 0 and "--ema goes with --weights-only" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_init_starts_the_average_at_the_loaded_weights_and_it_is_scored(tiny_raw, tiny_images,
+                                                                        tmp_path):
+    _run(tiny_raw, tiny_images, tmp_path / "full", 2)
+    export_weights(tmp_path / "full", tmp_path / "weights")
+    tiny_raw["train"].update(ema=0.9, checkpoint_every=1, keep_every=1)
+    tiny_raw["eval"] = {"every": 1}
+    seen = []
+
+    def hook(models, cfg, run_dir, progress, averaged=None):
+        seen.append(averaged)
+        return Evaluation(1, ["score"], lambda: {"score": 1.0}, "score", best="score")
+    train_generation(config_from_dict(tiny_raw), tmp_path / "more", 3, images=tiny_images,
+                     progress=False, init=tmp_path / "weights", evaluation=hook)
+    assert seen[0] is not None and type(seen[0]).__name__ == "Models"
+    first = read_checkpoint(tmp_path / "more" / "checkpoints" / "iter_0000002")["modules"]
+    for net in ("ebm", "encoder", "decoder"):
+        for k, v in first[net].items():
+            np.testing.assert_array_equal(first["ema_" + net][k].numpy(), v.numpy(), err_msg=k)

@@ -220,7 +220,7 @@ def test_run_state_new_resume_done(tmp_path):
 
 def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch):
     """Two runs of an 8x8 sweep, reconstruction metric: trained, then reused, then resumed."""
-    import ebm_vae.core.train
+    import ebm_vae.core.generation
     import ebm_vae.data.datasets
 
     data, roots = tmp_path / "mnist", []
@@ -231,7 +231,7 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
         return images, np.zeros(len(images), np.int64)
 
     monkeypatch.setattr(ebm_vae.data.datasets, "load_split", fake_split)  # evaluation's data
-    monkeypatch.setattr(ebm_vae.core.train, "load_split", fake_split)  # training's data
+    monkeypatch.setattr(ebm_vae.core.generation, "load_split", fake_split)  # training's data
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(batch_size=4, num_chains=4)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
@@ -370,7 +370,8 @@ def test_both_tools_evaluate_through_eval_evaluate(monkeypatch):
 
 def test_eval_every_without_the_evaluation_hook_is_refused(tiny_raw, tmp_path, tiny_images):
     from ebm_vae.core.config import config_from_dict
-    from ebm_vae.core.train import TrainingError, train_generation
+    from ebm_vae.core.generation import train_generation
+    from ebm_vae.core.stopping import TrainingError
 
     tiny_raw["eval"] = {"every": 1, "num_samples": 4}
     with pytest.raises(TrainingError, match="evaluation=ebm_vae.eval.evaluate.training_evaluation"):

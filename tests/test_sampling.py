@@ -21,7 +21,7 @@ from ebm_vae.core.checkpoints import read_checkpoint, write_checkpoint
 from ebm_vae.core.runs import export_weights, load_run
 from ebm_vae.core.states import CheckpointError
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
-from ebm_vae.core.train import train_generation
+from ebm_vae.core.generation import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.provenance import code_version, command_line
@@ -258,3 +258,22 @@ def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist
     fid = [float(r["cls_fid_revised"]) for r in rows]
     assert [math.isnan(v) for v in fid] == [True, False, True, False] and fid[1] > 0
     assert "cls_fid_revised" not in open(tmp_path / "plain" / "log.csv").readline()
+
+
+def test_training_time_evaluation_scores_the_weight_average_and_keeps_its_best(mnist_run, tmp_path):
+    import yaml
+    from ebm_vae.core.checkpoints import best_score
+    from ebm_vae.data.datasets import load_split
+    raw = yaml.safe_load((mnist_run / "config.yaml").read_text())
+    splits = {s: load_split("mnist", raw["data"]["root"], s) for s in ("train", "test")}
+    save_classifier(tmp_path / "clf", fit_classifier("mnist", splits, 1, progress=False))
+    raw["train"].update(ema=0.5)
+    raw["eval"] = {"every": 2, "num_samples": 6, "classifier": str(tmp_path / "clf")}
+    train_generation(config_from_dict(raw), tmp_path / "r", 4, images=splits["train"][0][:12],
+                     progress=False, evaluation=training_evaluation)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    raw_fid = [float(r["cls_fid_revised"]) for r in rows if r["iteration"] in ("2", "4")]
+    ema_fid = [float(r["cls_fid_ema_revised"]) for r in rows if r["iteration"] in ("2", "4")]
+    assert all(v > 0 for v in raw_fid + ema_fid) and raw_fid != ema_fid
+    key, value, it = best_score(tmp_path / "r")
+    assert key == "cls_fid_ema_revised" and value == min(ema_fid)

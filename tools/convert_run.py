@@ -15,6 +15,7 @@ checkpoint folder given) as shipped weights instead.
   python tools/convert_run.py runs/facade64/snapshots/iter_0000450.ckpt
   python tools/convert_run.py runs/mnist --weights-only pretrained/mnist   # config.yaml + .pdparams
   python tools/convert_run.py runs/mnist/checkpoints/iter_0003000 --weights-only pretrained/mnist
+  python tools/convert_run.py runs/mnist/checkpoints/best --weights-only out/mnist_ema --ema
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         "of the run's newest checkpoint or of the checkpoint folder given: what "
                         "shipped weights look like; tools/sample.py and ebm_vae.load_run read "
                         "such a folder")
+    parser.add_argument("--ema", action="store_true",
+                        help="with --weights-only: export the moving average of the weights "
+                        "(runs trained with train.ema > 0) instead of the trained weights")
     args = parser.parse_args(argv)
     return run_tool(lambda: convert(args))
 
@@ -72,9 +76,11 @@ def convert_old(path: Path) -> tuple[Path, Path]:
 
 def convert(args: argparse.Namespace) -> None:
     """Convert the old checkpoint, or export a run's weights (--weights-only)."""
+    if args.ema and not args.weights_only:
+        raise UserError("--ema goes with --weights-only OUT_DIR (it exports the weight average)")
     if args.weights_only:
         _run_folder(Path(args.path))
-        out = export_weights(args.path, Path(args.weights_only))
+        out = export_weights(args.path, Path(args.weights_only), averaged=args.ema)
         print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json",
               file=sys.stderr)
         return

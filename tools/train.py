@@ -17,7 +17,7 @@ import sys
 
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.runs import model_shapes
-from ebm_vae.core.train import train_generation
+from ebm_vae.core.generation import train_generation
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.cli import add_train_args, resolve, run_tool
 from ebm_vae.utils.typed_yaml import ConfigError

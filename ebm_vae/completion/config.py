@@ -109,6 +109,8 @@ def completion_config_from_dict(raw: dict) -> CompletionConfig:
     cfg = build(CompletionConfig, raw, "")
     check_learning(cfg)
     m, mask = cfg.model, cfg.mask
+    require(cfg.train.ema == 0, "train.ema", "an average of the weights is kept for generation "
+             "only; set it to 0 for completion")
     require(m.channels == 3, "model.channels", f"completion data are RGB: must be 3, got {m.channels}")
     for name, layers in (("ebm", m.ebm.conv), ("encoder", m.encoder.conv)):
         require(len(layers) >= 1, f"model.{name}.conv", "needs at least one layer")

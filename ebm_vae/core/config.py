@@ -130,6 +130,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # iterations between checkpoints
     log_every: int = 1  # iterations between CSV log rows
     keep_every: int = 0  # also keep checkpoints/iter_N at multiples of this; 0 = only the newest
+    ema: float = 0.0  # [OURS] decay of a moving average of the weights for sampling (core/ema.py); 0 = none
     # Stabilisers [OURS] (docs/method.md, "Long runs"); 0 = off, the paper's Algorithm 1.
     data_noise: float = 0.0  # std of Gaussian noise added to the data the EBM sees
     energy_penalty: float = 0.0  # a in a * (mean f(data)^2 + mean f(revised)^2) added to L_theta
@@ -214,6 +215,7 @@ def check_learning(cfg: Any) -> None:
         require(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
     for key in ("beta1", "beta2"):
         require(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
+    require(0 <= t.ema < 1, "train.ema", f"must be in [0, 1) (0 = no average), got {t.ema}")
     require(0 < t.lr_decay_rate <= 1, "train.lr_decay_rate", "must be in (0, 1]")
     require(0 <= m.encoder.dropout < 1, "model.encoder.dropout", "must be in [0, 1)")
     require(m.init_std > 0, "model.init_std", "must be > 0")

@@ -10,9 +10,9 @@ import paddle
 
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
-from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint,
-                                      load_tensor_file, read_checkpoint, split_checkpoint,
-                                      tensor_bytes)
+from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_tensor_file,
+                                      read_checkpoint, read_meta, split_checkpoint, tensor_bytes)
+from ebm_vae.core.ema import PREFIX
 from ebm_vae.core.states import CheckpointError, load_layer_states, tensor_shape
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import write_bytes, write_text
@@ -117,17 +117,21 @@ def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = 
     return open_run(run_dir, untrained)
 
 
-def export_weights(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
     iteration) from a run's newest checkpoint, or from the checkpoint folder
     `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
-    no data."""
+    no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead."""
     (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
-    state = read_checkpoint(found, NETWORKS)
-    for name in NETWORKS:
-        write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(state["modules"][name]))
-    write_text(out_dir / WEIGHTS_INFO, json.dumps({"iteration": state["iteration"]}) + "\n")
+    names = [(PREFIX if averaged else "") + n for n in NETWORKS]
+    if averaged and PREFIX + NETWORKS[0] not in read_meta(found)["files"]:
+        raise CheckpointError(f"{found} holds no weight average (the run's train.ema was 0)")
+    state = read_checkpoint(found, names)
+    for name, saved in zip(NETWORKS, names):
+        write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(state["modules"][saved]))
+    info = {"iteration": state["iteration"], **({"ema": True} if averaged else {})}
+    write_text(out_dir / WEIGHTS_INFO, json.dumps(info) + "\n")
     write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
     return out_dir

@@ -17,6 +17,7 @@ from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import Models
 from ebm_vae.core.teach import revise
 from ebm_vae.utils.progress import Progress
+from ebm_vae.utils.runtime import seed_all
 
 
 def with_steps(lv: LangevinConfig, steps: int) -> LangevinConfig:
@@ -45,6 +46,24 @@ def ancestral_sample(models: Models, n: int, latent_dim: int, lv: LangevinConfig
         bar.update(done, force=done == n)
     bar.close()
     return Pair(np.concatenate(proposals), np.concatenate(revised))
+
+
+def unchanged_sample(models: Models, seed: int, n: int, latent_dim: int, lv: LangevinConfig,
+                     batch_size: int) -> Pair:
+    """`ancestral_sample` in eval mode from Paddle seeded with `seed` (the same z every call),
+    leaving the networks as they were: their modes and states (batch-norm running statistics)
+    are restored. For scores during training."""
+    modes = [m.training for m in models]
+    states = [{k: v.numpy() for k, v in m.state_dict().items()} for m in models]
+    for m in models:
+        m.eval()
+    seed_all(seed)
+    try:
+        return ancestral_sample(models, n, latent_dim, lv, batch_size, progress=False)
+    finally:
+        for m, mode, state in zip(models, modes, states):
+            m.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+            m.train() if mode else m.eval()
 
 
 def interpolate(models: Models, latent_dim: int, lv: LangevinConfig, pairs: int = 8,

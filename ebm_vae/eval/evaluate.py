@@ -21,8 +21,9 @@ import paddle
 import paddle.nn.functional as F
 
 from ebm_vae.core.config import Config
+from ebm_vae.core.ema import PREFIX
 from ebm_vae.core.runs import Run
-from ebm_vae.core.sampling import ancestral_sample, reconstruct, with_steps
+from ebm_vae.core.sampling import ancestral_sample, reconstruct, unchanged_sample, with_steps
 from ebm_vae.core.train import Evaluation
 from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
@@ -356,32 +357,28 @@ def _scorer(cfg: Config, run_dir: Path, progress: bool
             f"classifier FID vs {ev.reference} (offline; not paper FID)")
 
 
-def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True) -> Evaluation:
+def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True,
+                        averaged=None) -> Evaluation:
     """The `Evaluation` for `fit` (eval.every > 0): `eval.metric` (classifier FID, or Inception
     FID) of `eval.num_samples` proposals and revised samples (training Langevin steps), drawn
-    from the same z each time; the revised samples' score chooses checkpoints/best.
-    Pass it to `core.train.train_generation(..., evaluation=training_evaluation)`."""
+    from the same z each time; the revised samples' score chooses checkpoints/best. With
+    `averaged` (the weight average, train.ema > 0) its samples are scored too, from the same z,
+    and their score chooses checkpoints/best instead.
+    Pass it to `core.generation.train_generation(..., evaluation=training_evaluation)`."""
     ev = cfg.eval
     name, score, title = _scorer(cfg, run_dir, progress)
-    keys = [f"{name}_proposals", f"{name}_revised"]
+    sets = [("", models)] + ([(PREFIX, averaged)] if averaged is not None else [])
+    keys = [f"{name}_{prefix}{kind}" for prefix, _ in sets for kind in ("proposals", "revised")]
 
     def run() -> dict[str, float]:
-        # side-effect free: modes and states (batch-norm running statistics) are restored
-        modes = [m.training for m in models]
-        states = [{k: v.numpy() for k, v in m.state_dict().items()} for m in models]
-        for m in models:
-            m.eval()
-        seed_all(cfg.seed)  # common random numbers: every evaluation starts from the same z
-        try:
-            pair = ancestral_sample(models, ev.num_samples, cfg.model.latent_dim, cfg.langevin,
-                                    cfg.train.num_chains, progress=False)
-        finally:
-            for m, mode, state in zip(models, modes, states):
-                m.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
-                m.train() if mode else m.eval()
-        return dict(zip(keys, (score(pair.proposals), score(pair.revised))))
+        values = []
+        for _, nets in sets:
+            pair = unchanged_sample(nets, cfg.seed, ev.num_samples, cfg.model.latent_dim,
+                                    cfg.langevin, cfg.train.num_chains)
+            values += [score(pair.proposals), score(pair.revised)]
+        return dict(zip(keys, values))
 
-    return Evaluation(ev.every, keys, run, title, best=keys[1])
+    return Evaluation(ev.every, keys, run, title, best=keys[-1])
 
 
 def write_inception_stats(dataset: str, root: Optional[str], split: str,

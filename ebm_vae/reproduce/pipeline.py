@@ -12,7 +12,7 @@ from ebm_vae.completion.evaluate import HARMONIC, OURS
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
 from ebm_vae.completion.train import train_completion
 from ebm_vae.core.runs import load_run
-from ebm_vae.core.train import train_generation
+from ebm_vae.core.generation import train_generation
 from ebm_vae.eval.evaluate import (Prerequisites, ensure_classifier, evaluate, prerequisites,
                                    training_evaluation)
 from ebm_vae.eval.inception import inception_metrics, load_inception
