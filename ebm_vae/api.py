@@ -23,15 +23,17 @@ from ebm_vae.utils.typed_yaml import ConfigError
 __all__ = ["Run", "load_run", "sample"]
 
 
-def load_run(run_dir: str | Path, device: Optional[str] = None, untrained: bool = False) -> Run:
+def load_run(run_dir: str | Path, device: Optional[str] = None, untrained: bool = False,
+             averaged: bool = False) -> Run:
     """Config and networks of a run folder: `config.yaml` plus its newest checkpoint folder (or
     `ebm/encoder/decoder.pdparams` beside the config). Returns a `Run(cfg, models, iteration)`;
     `models.ebm`, `models.encoder`, `models.decoder` are Paddle layers in eval mode. `device`
     ('cpu' or 'gpu'): select it first (default: leave Paddle's current device as it is).
-    `untrained=True`: the architecture at its seeded initialisation."""
+    `untrained=True`: the architecture at its seeded initialisation; `averaged=True`: the
+    checkpoint's moving average of the weights (runs trained with train.ema > 0)."""
     if device is not None:
         set_device(device)
-    return open_run(run_dir, untrained)
+    return open_run(run_dir, untrained, averaged)
 
 
 def sample(run: Run, n: int = 64, steps: Optional[int] = None, seed: Optional[int] = None,

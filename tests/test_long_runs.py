@@ -377,3 +377,24 @@ def test_init_starts_the_average_at_the_loaded_weights_and_it_is_scored(tiny_raw
     for net in ("ebm", "encoder", "decoder"):
         for k, v in first[net].items():
             np.testing.assert_array_equal(first["ema_" + net][k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_tools_sample_and_evaluate_the_average_of_a_checkpoint(tiny_raw, tiny_images, tmp_path):
+    from ebm_vae.core.states import CheckpointError
+    tiny_raw["train"]["ema"] = 0.5
+    _run(tiny_raw, tiny_images, tmp_path / "r", 2)
+    saved = read_checkpoint(tmp_path / "r")["modules"]["ema_ebm"]
+    run = load_run(tmp_path / "r", averaged=True)
+    for k, v in run.models.ebm.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), saved[k].numpy(), err_msg=k)
+    export_weights(tmp_path / "r", tmp_path / "w")
+    with pytest.raises(CheckpointError, match="holds exported weights, not a checkpoint"):
+        load_run(tmp_path / "w", averaged=True)
+    tool = [sys.executable, str(ROOT / "tools" / "sample.py"), "--ckpt", str(tmp_path / "r"),
+            "--n", "4", "--steps", "1", "--no-progress", "--ema"]
+    out = subprocess.run(tool, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "r" / "samples_ema.npz").is_file()
+    bad = subprocess.run([*tool[:3], str(tmp_path / "w"), *tool[4:]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "weight average" in bad.stderr

@@ -277,3 +277,8 @@ def test_training_time_evaluation_scores_the_weight_average_and_keeps_its_best(m
     assert all(v > 0 for v in raw_fid + ema_fid) and raw_fid != ema_fid
     key, value, it = best_score(tmp_path / "r")
     assert key == "cls_fid_ema_revised" and value == min(ema_fid)
+    assert evaluate_tool.main(["--ckpt", str(tmp_path / "r" / "checkpoints" / "best"), "--ema",
+                               "--metrics", "cls_fid", "--classifier", str(tmp_path / "clf"),
+                               "--n", "12", "--steps", "1", "--no-progress"]) == 0
+    res = json.loads((tmp_path / "r" / "eval_ema_best.json").read_text())
+    assert res["cls_fid"]["protocol"]["source"] == "ema" and res["cls_fid"]["revised"] > 0

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      "`images`, optional `proposals`)")
     src.add_argument("--real", choices=["train", "test"], help="--n real images of a split (a fixed seeded choice)")
     src.add_argument("--untrained", action="store_true", help="the run's model at initialisation")
+    src.add_argument("--ema", action="store_true", help="samples of the checkpoint's moving "
+                     "average of the weights (runs trained with train.ema > 0)")
     p.add_argument("--n", type=int, default=50000, help="samples per set (default 50000, as the "
                    "released test script; CPU users: 1000-10000)")
     p.add_argument("--steps", type=int, help="Langevin steps (default: the config's sample.steps)")
@@ -126,7 +128,7 @@ def open_run(args: argparse.Namespace) -> Run | None:
         configure_runtime(args.device or "cpu", args.threads)
         return None
     return load_run(args.ckpt, untrained=args.untrained, device=args.device,
-                    threads=args.threads)  # UserError if not a run
+                    threads=args.threads, averaged=args.ema)  # UserError if not a run
 
 
 def run_folder(args: argparse.Namespace) -> Path | None:
@@ -175,14 +177,14 @@ def check_request(args: argparse.Namespace, metrics: list[str], loaded: Run | No
     """The name of what is evaluated (the protocol's source), after checking the flags fit."""
     if args.n < 10:
         raise UsageError("--n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
-    if sum(bool(x) for x in (args.images, args.real, args.untrained)) > 1:
-        raise UsageError("give at most one of --images, --real, --untrained")
+    if sum(bool(x) for x in (args.images, args.real, args.untrained, args.ema)) > 1:
+        raise UsageError("give at most one of --images, --real, --untrained, --ema")
     if "recon" in metrics and loaded is None:
         raise UsageError("recon needs a model: --ckpt RUN_DIR")
     if loaded is None and not (args.images or args.real):
         raise UsageError("nothing to evaluate: give --ckpt RUN_DIR, --images NPZ or --real SPLIT")
     return ("file" if args.images else f"real_{args.real}" if args.real else
-            "untrained" if args.untrained else "model")
+            "untrained" if args.untrained else "ema" if args.ema else "model")
 
 
 def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, root: str | None,

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=8, help="points per interpolation path")
     parser.add_argument("--untrained", action="store_true",
                         help="use the run's architecture at its initialisation (no checkpoint)")
+    parser.add_argument("--ema", action="store_true",
+                        help="use the checkpoint's moving average of the weights (runs trained "
+                        "with train.ema > 0); outputs are named *_ema")
     parser.add_argument("--seed", type=int, help="seed for z and Langevin noise (default: config seed)")
     parser.add_argument("--device", choices=["cpu", "gpu"], help="override the config's device")
     add_threads_arg(parser)
@@ -81,7 +84,9 @@ def sample(args: argparse.Namespace) -> None:
     """Draw the samples (or the interpolation grid) and write them."""
     check_args(args)
     run_dir, suffix = output_place(args.ckpt)
-    run = load_run(args.ckpt, untrained=args.untrained, device=args.device, threads=args.threads)
+    suffix += "_ema" if args.ema else ""
+    run = load_run(args.ckpt, untrained=args.untrained, device=args.device, threads=args.threads,
+                   averaged=args.ema)
     seed_all(run.cfg.seed if args.seed is None else args.seed)
     steps = run.cfg.sample.steps if args.steps is None else args.steps
     if steps < 0:

@@ -62,12 +62,13 @@ def _bare_weights(run_dir: Path) -> bool:
     return all((run_dir / f"{n}.pdparams").is_file() for n in NETWORKS)
 
 
-def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
+def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = False) -> Run:
     """Config and models of a run folder, in eval mode, without touching the runtime (device,
     threads). Weights: the newest checkpoint folder, or `ebm.pdparams`, `encoder.pdparams`,
     `decoder.pdparams` beside config.yaml (shipped weights); `run_dir` may
     also name one checkpoint folder, `RUN/checkpoints/iter_N`, to load that one.
-    `untrained=True` builds the run's architecture at its seeded initialisation instead."""
+    `untrained=True` builds the run's architecture at its seeded initialisation instead;
+    `averaged=True` loads the checkpoint's weight average (train.ema > 0)."""
     run_dir, found = chosen_checkpoint(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
@@ -76,19 +77,27 @@ def open_run(run_dir: str | Path, untrained: bool = False) -> Run:
     models = build_models(cfg.model)
     iteration: Optional[int] = 0
     if not untrained:
-        iteration = load_networks(found or run_dir, models)
+        iteration = load_networks(found or run_dir, models, averaged)
     for layer in models:
         layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
     return Run(cfg, models, iteration)
 
 
-def read_networks(path: str | Path) -> tuple[dict[str, dict], Optional[int]]:
+def read_networks(path: str | Path, averaged: bool = False
+                  ) -> tuple[dict[str, dict], Optional[int]]:
     """The three networks' state dicts and their iteration (None: unknown) from a run folder
-    (its newest checkpoint), one checkpoint folder, or shipped weights beside a config.yaml."""
+    (its newest checkpoint), one checkpoint folder, or shipped weights beside a config.yaml.
+    `averaged`: the checkpoint's weight average (`ema_*.pdparams`) in their place."""
     run_dir, found = chosen_checkpoint(path)
     if found is not None:
-        state = read_checkpoint(found, NETWORKS)
-        return state["modules"], state["iteration"]
+        names = [(PREFIX if averaged else "") + n for n in NETWORKS]
+        if averaged and names[0] not in read_meta(found)["files"]:
+            raise CheckpointError(f"{found} holds no weight average (the run's train.ema was 0)")
+        state = read_checkpoint(found, names)
+        return dict(zip(NETWORKS, (state["modules"][n] for n in names))), state["iteration"]
+    if averaged:
+        raise CheckpointError(f"{run_dir} holds exported weights, not a checkpoint: the weight "
+                              "average is read from a run or checkpoint folder")
     if _bare_weights(run_dir):
         return ({n: load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS},
                 _weights_iteration(run_dir))
@@ -97,24 +106,24 @@ def read_networks(path: str | Path) -> tuple[dict[str, dict], Optional[int]]:
         f"{', '.join(n + '.pdparams' for n in NETWORKS)} beside config.yaml")
 
 
-def load_networks(path: str | Path, models: Models) -> Optional[int]:
+def load_networks(path: str | Path, models: Models, averaged: bool = False) -> Optional[int]:
     """Load the networks found at `path` (see `read_networks`) into `models`, exactly (the
     architectures must match); returns their iteration."""
-    states, iteration = read_networks(path)
+    states, iteration = read_networks(path, averaged)
     load_layer_states(models._asdict(), states, str(path))
     return iteration
 
 
 def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,
-             threads: int | None = None) -> Run:
+             threads: int | None = None, averaged: bool = False) -> Run:
     """`open_run` after selecting `device` (default: the config's) and the CPU settings
     (`threads` math threads; default `runtime.default_threads()`), as the tools do. `run_dir`:
-    a run folder or one of its checkpoint folders."""
+    a run folder or one of its checkpoint folders; `averaged`: its weight average."""
     folder = split_checkpoint(run_dir)[0]
     if not (folder / "config.yaml").is_file():
         raise RunNotFoundError(f"{folder} is not a run folder: {folder / 'config.yaml'} not found")
     configure_runtime(device or load_config(folder / "config.yaml").device, threads)
-    return open_run(run_dir, untrained)
+    return open_run(run_dir, untrained, averaged)
 
 
 def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False) -> Path:
@@ -125,13 +134,10 @@ def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = Fa
     (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
-    names = [(PREFIX if averaged else "") + n for n in NETWORKS]
-    if averaged and PREFIX + NETWORKS[0] not in read_meta(found)["files"]:
-        raise CheckpointError(f"{found} holds no weight average (the run's train.ema was 0)")
-    state = read_checkpoint(found, names)
-    for name, saved in zip(NETWORKS, names):
-        write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(state["modules"][saved]))
-    info = {"iteration": state["iteration"], **({"ema": True} if averaged else {})}
+    states, iteration = read_networks(found, averaged)
+    for name in NETWORKS:
+        write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(states[name]))
+    info = {"iteration": iteration, **({"ema": True} if averaged else {})}
     write_text(out_dir / WEIGHTS_INFO, json.dumps(info) + "\n")
     write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
     return out_dir

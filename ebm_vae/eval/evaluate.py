@@ -243,9 +243,9 @@ def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, 
 
     run: the loaded model (`core.runs.load_run`); needed to sample and for recon.
     images: image sets to score instead of samples of `run` (a sample file, real images), with
-        `source` naming them ("file", "real_test"); default: `n` samples of `run` ("model", or
-        "untrained" for a model at its initialisation), each scored as VAE proposals and as
-        Langevin-revised samples.
+        `source` naming them ("file", "real_test"); default: `n` samples of `run` ("model",
+        "untrained" for a model at its initialisation, "ema" for a weight average), each scored
+        as VAE proposals and as Langevin-revised samples.
     steps: Langevin steps (default the config's sample.steps); batch_size: chains per sampling
         batch (default train.num_chains); seed: seeds the sampling; z: "mu" or "sample" (recon's
         latent); grid: recon's PNG (None: none written); run_dir: recorded in the protocol.
