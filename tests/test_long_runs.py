@@ -398,3 +398,6 @@ def test_tools_sample_and_evaluate_the_average_of_a_checkpoint(tiny_raw, tiny_im
     bad = subprocess.run([*tool[:3], str(tmp_path / "w"), *tool[4:]], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "weight average" in bad.stderr
+    export_weights(tmp_path / "r", tmp_path / "avg", averaged=True)
+    with pytest.raises(CheckpointError, match=r"already an average, says weights\.json"):
+        load_run(tmp_path / "avg", averaged=True)

@@ -47,13 +47,14 @@ class Run(NamedTuple):
 WEIGHTS_INFO = "weights.json"  # beside exported weights: {"iteration": N}
 
 
-def _weights_iteration(run_dir: Path) -> Optional[int]:
-    """The iteration recorded beside exported weights (None when there is no record)."""
+def _weights_info(run_dir: Path) -> dict:
+    """The record beside exported weights, {"iteration": N[, "ema": true]} ({} when there is none)."""
     path = run_dir / WEIGHTS_INFO
     if not path.is_file():
-        return None
+        return {}
     try:
-        return int(json.loads(path.read_text())["iteration"])
+        info = json.loads(path.read_text())
+        return {**info, "iteration": int(info["iteration"])}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is corrupt: {err}") from err
 
@@ -96,11 +97,14 @@ def read_networks(path: str | Path, averaged: bool = False
         state = read_checkpoint(found, names)
         return dict(zip(NETWORKS, (state["modules"][n] for n in names))), state["iteration"]
     if averaged:
-        raise CheckpointError(f"{run_dir} holds exported weights, not a checkpoint: the weight "
-                              "average is read from a run or checkpoint folder")
+        ema = _weights_info(run_dir).get("ema")
+        already = " (already an average, says weights.json)" if ema else ""
+        raise CheckpointError(f"{run_dir} holds exported weights{already}, not a checkpoint: "
+                              "load them without --ema; the weight average is read from a run "
+                              "or checkpoint folder")
     if _bare_weights(run_dir):
         return ({n: load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS},
-                _weights_iteration(run_dir))
+                _weights_info(run_dir).get("iteration"))
     raise RunNotFoundError(
         f"{run_dir} holds no weights: no checkpoint in {run_dir / CHECKPOINTS} and no "
         f"{', '.join(n + '.pdparams' for n in NETWORKS)} beside config.yaml")
