@@ -72,8 +72,8 @@ def test_configure_cpu_rejects_bad_threads():
         configure_cpu(threads=0)
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "bench" / "bench_train.py")
+def _bench(name: str = "bench_train"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -89,3 +89,21 @@ def test_bench_flop_count_known_answer():
     assert bench.decoder_macs(m) == 200 * 256 * 16 + 16 * 256 * 128 * 9 + 49 * 128 * 64 * 9 + 196 * 64 * 9
     fl = bench.flops(m, chains=10, batch=4, steps=2)
     assert fl["langevin_step"] == 4 * bench.ebm_macs(m) * 10
+
+
+def test_profile_rows_cover_every_layer_and_phase():
+    import paddle
+    from ebm_vae.core.config import load_config
+    from ebm_vae.core.models import build_models
+    prof = _bench("profile_step")
+    cfg = load_config(ROOT / "experiments" / "mnist.yaml", [
+        "train.num_chains=2", "train.batch_size=2", "langevin.steps=1", "model.image_size=8",
+        "model.ebm.conv=[{channels: 4, kernel: 3, stride: 2}]",
+        "model.encoder.conv=[{channels: 4, kernel: 3, stride: 2}]",
+        "model.decoder.layers=[{channels: 1, kernel: 8, stride: 1}]", "model.latent_dim=3"])
+    models = build_models(cfg.model)
+    rows = prof.layer_rows(models.ebm, paddle.uniform([2, 1, 8, 8], min=-1.0, max=1.0), 0.2, 1)
+    assert [name.split()[0] for name, _ in rows] == ["conv1", "head"]
+    assert all(len(times) == 7 and min(times) >= 0 for _, times in rows)
+    phases = prof.phase_rows(cfg, models, 1)
+    assert len(phases) == 5 and all(ms >= 0 for _, ms in phases)
