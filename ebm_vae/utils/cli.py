@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ebm_vae.utils.typed_yaml import ConfigError, load_raw
+from ebm_vae.utils.vdl import log_writer_class
 from ebm_vae.errors import Stopped, UserError
 
 
@@ -106,7 +107,6 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
 def _checked_extras(cfg: Any) -> Any:
     """Refuse, before any work, a config that needs an optional package that is missing."""
     if getattr(cfg.train, "visualdl", False):
-        from ebm_vae.utils.vdl import log_writer_class
         log_writer_class()
     return cfg
 

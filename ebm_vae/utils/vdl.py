@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from PIL import Image
 
 from ebm_vae.utils.typed_yaml import ConfigError
 
@@ -58,8 +59,6 @@ class VisualDLLog:
 
     def image(self, iteration: int, png: Path) -> None:
         """The sample grid saved at `png`, as the image `samples` at step `iteration`."""
-        from PIL import Image
-
         def write(w: Any) -> None:
             with Image.open(png) as im:
                 w.add_image(tag="samples", img=np.asarray(im.convert("RGB")), step=iteration)
