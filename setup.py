@@ -13,5 +13,5 @@ setup(
     packages=find_packages(include=["ebm_vae", "ebm_vae.*"]),
     python_requires=">=3.9",
     install_requires=[PADDLE, "numpy", "pyyaml", "pillow", "scipy"],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "vdl": ["visualdl"]},
 )

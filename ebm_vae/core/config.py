@@ -129,6 +129,7 @@ class TrainConfig:
     sample_every: int = 500  # iterations between sample grids
     checkpoint_every: int = 500  # iterations between checkpoints
     log_every: int = 1  # iterations between CSV log rows
+    visualdl: bool = False  # also write log rows and grids to <run>/vdl/ (needs visualdl; utils/vdl.py)
     keep_every: int = 0  # also keep checkpoints/iter_N at multiples of this; 0 = only the newest
     ema: float = 0.0  # [OURS] decay of a moving average of the weights for sampling (core/ema.py); 0 = none
     # Stabilisers [OURS] (docs/method.md, "Long runs"); 0 = off, the paper's Algorithm 1.

@@ -21,6 +21,7 @@ from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.provenance import record_start
 from ebm_vae.utils.runtime import seed_all
+from ebm_vae.utils.vdl import VisualDLLog
 
 Plots = list[tuple[str, list[str]]]
 
@@ -131,8 +132,9 @@ class RunRecord:
 
     def __init__(self, run_dir: Path, total: int, resumed_at: Optional[int], plots: Plots,
                  keep_every: int = 0, best_metric: str = "", higher_is_better: bool = False,
-                 progress: bool = True, first: int = 0):
+                 progress: bool = True, first: int = 0, visualdl: bool = False):
         self.run_dir, self.plots, self.keep_every = run_dir, plots, keep_every
+        self.vdl = VisualDLLog(run_dir) if visualdl else None
         record_start(run_dir, resumed_at)
         self.log = RunLog(run_dir / "log.csv", keep_until=resumed_at)
         self.keeper = BestKeeper(run_dir, best_metric, higher_is_better) if best_metric else None
@@ -150,14 +152,19 @@ class RunRecord:
 
     def row(self, row: dict[str, float]) -> None:
         self.log.append(row)
+        if self.vdl is not None:
+            self.vdl.scalars(row)
 
     def progress(self, iteration: int, last: bool, **shown: Any) -> None:
         self.bar.update(iteration, force=last, **shown)
 
     def grids(self, iteration: int, panels: list) -> None:
         try:
-            save_grids(self.run_dir / "samples" / f"iter_{iteration:07d}.png", panels)
+            png = self.run_dir / "samples" / f"iter_{iteration:07d}.png"
+            save_grids(png, panels)
             self.log.plot(self.run_dir / "losses.png", self.plots)
+            if self.vdl is not None:
+                self.vdl.image(iteration, png)
         except WriteError:
             raise
         except OSError as err:
@@ -179,6 +186,8 @@ class RunRecord:
 
     def close(self) -> None:
         self.bar.close()
+        if self.vdl is not None:
+            self.vdl.close()
 
 
 class SilentRecord(RunRecord):

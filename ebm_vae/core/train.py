@@ -213,7 +213,8 @@ def _begin(task: Task, run_dir: Path, train: TrainConfig, total: int, resume: bo
     plots = plots + [(evaluation.title, evaluation.keys)] if evaluation is not None else plots
     record = record_type(run_dir, total, it if resume else None, plots, train.keep_every,
                          evaluation.best if evaluation else "",
-                         bool(evaluation and evaluation.higher_is_better), progress, first=it)
+                         bool(evaluation and evaluation.higher_is_better), progress, first=it,
+                         visualdl=train.visualdl)
     if resume:
         _resumed(record, run_dir, saved, total, config)
     elif start is not None:  # a --resume before the next checkpoint goes on from these weights

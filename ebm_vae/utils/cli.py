@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ebm_vae.utils.typed_yaml import ConfigError, load_raw
+from ebm_vae.utils.vdl import log_writer_class
 from ebm_vae.errors import Stopped, UserError
 
 
@@ -53,6 +54,9 @@ def add_train_args(parser: argparse.ArgumentParser, example: str = "experiments/
     parser.add_argument("--seed", type=int, help="override the config's seed")
     add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--visualdl", action="store_true", help="also write the log's scalars "
+                        "and the sample grids to RUN/vdl/ for VisualDL (sets train.visualdl; "
+                        "needs pip install visualdl)")
 
 
 def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
@@ -69,6 +73,8 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "visualdl", False):
+        overrides.append("train.visualdl=true")
     if args.max_iters is not None and args.max_iters < 1:
         raise ConfigError("--max-iters must be >= 1")
     if getattr(args, "threads", None) is not None and args.threads < 1:
@@ -87,7 +93,7 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
                               f"--out names another one ({args.out}); drop --out, or give "
                               "--resume the folder to continue")
         raw = load_raw(run_dir / "config.yaml", overrides)
-        cfg = build(raw)
+        cfg = _checked_extras(build(raw))
         if shapes is not None:
             check_same_networks(run_dir, overrides, cfg, build, shapes)
         return cfg, run_dir, resume
@@ -95,7 +101,14 @@ def resolve(args: argparse.Namespace, build: Callable[[dict], Any],
         raise ConfigError("give an experiment file with -c/--config (or --resume DIR)")
     raw = load_raw(args.config, overrides)
     run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
-    return build(raw), run_dir, resume
+    return _checked_extras(build(raw)), run_dir, resume
+
+
+def _checked_extras(cfg: Any) -> Any:
+    """Refuse, before any work, a config that needs an optional package that is missing."""
+    if getattr(cfg.train, "visualdl", False):
+        log_writer_class()
+    return cfg
 
 
 def _shape_changes(before: dict, after: dict, limit: int = 4) -> list[str]:

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Inception FID of checkpoints of the reduced CIFAR-10 run (issue 20), the anchors' protocol:
+# Inception FID of checkpoints of the reduced CIFAR-10 run, the anchors' protocol:
 # 2,000 revised samples (10 Langevin steps, seed 1) vs 5,000 train images (a fixed seeded choice),
 # one CPU thread. Run from a checkout of the evaluating commit; RUN = the run folder.
 # usage: evaluate.sh RUN CIFAR_FOLDERS OUT ITER [ITER ...]

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Inception FID anchors (issue 20), small-N protocol on one CPU thread, code of WORKTREE
+# Inception FID anchors, small-N protocol on one CPU thread, code of WORKTREE
 set -x
 cd WORKTREE; source VENV/bin/activate
 export PYTHONPATH=WORKTREE OMP_NUM_THREADS=1

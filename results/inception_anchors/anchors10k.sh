@@ -1,5 +1,5 @@
 #!/bin/bash
-# Inception FID anchors (issue 20) at the released code's reference size: 10,000 images vs 10,000
+# Inception FID anchors at the released code's reference size: 10,000 images vs 10,000
 # train images, one CPU thread, code of WORKTREE (bdb2a0d)
 set -x
 W=$1; V=$2; C=$3; A=$4   # usage: anchors10k.sh WORKTREE VENV CIFAR_FOLDERS OUT

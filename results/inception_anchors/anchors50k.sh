@@ -1,5 +1,5 @@
 #!/bin/bash
-# Inception FID anchor (issue 20): CIFAR-10 test (all 10,000) against train (all 50,000), one CPU
+# Inception FID anchor: CIFAR-10 test (all 10,000) against train (all 50,000), one CPU
 # thread per process, code of WORKTREE (6c43f94). The two splits' statistics are computed by two
 # processes at once (phase train, phase test: tools/evaluate.py --stats, cached under
 # ~/.cache/ebm_vae/fid_stats), then phase fid takes the Frechet distance of the two cached files.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Inception FID anchor (issue 20): the untrained model (proposals and 10-step revisions of
+# Inception FID anchor: the untrained model (proposals and 10-step revisions of
 # cifar10_cpu.yaml at its seeded initialisation), 10,000 samples vs 10,000 train images (the
 # protocol of anchors10k.sh), one CPU thread, code of WORKTREE (6c43f94)
 set -x

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The shipped models' scores in the README (issues 19 and 20): what was run, one CPU thread each.
+# The shipped models' scores of the MNIST models shipped until iteration 6,500: what was run, one CPU thread each.
 # REPO = a checkout of the commit named; DATA = the dataset folders; CLS = the MNIST classifier
 # folder (tools/evaluate.py --train-classifier); OUT = this folder. "mnist" = the final
 # pretrained/mnist (runs/mnist_clamp/checkpoints/best, iteration 6,500), evaluated the same way as

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Fashion-MNIST: candidates for pretrained/fashion_mnist from the clamp run (issue 19, fourth
-# session), scored like the MNIST model in evaluate.sh, one CPU thread each.
+# Fashion-MNIST: candidates for pretrained/fashion_mnist from the clamp run (iterations 2,250
+# and 2,500), scored like the MNIST model in evaluate.sh, one CPU thread each.
 # REPO = a checkout of the commit named in the JSONs (bdb2a0d); DATA = the dataset folders;
 # CLS = the Fashion-MNIST classifier folder that the run trained on first use
 # (runs/classifiers/fashion_mnist); OUT = this folder. Arguments: NAME=CHECKPOINT_FOLDER ...

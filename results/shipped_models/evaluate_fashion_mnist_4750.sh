@@ -1,5 +1,5 @@
 #!/bin/bash
-# Fifth session (code 6c43f94, worktree /work/wt-i20, one thread): fresh evaluation of the Fashion-MNIST
+# Code 6c43f94, one thread: fresh evaluation of the Fashion-MNIST
 # clamp run's checkpoints/best, iteration 4,750, now pretrained/fashion_mnist; the first command wrote
 # fashion_mnist_iter4750_cls_own10.json (run alone, before this script), the others the two JSONs named
 # *_iter4750 below (the script's output names were renamed *_candidate4750 -> *_iter4750 when committed).
