@@ -7,10 +7,14 @@
          model and baselines -> RUN_DIR/eval/metrics.json and completions.png
   fill   complete your own picture (mask image: white = hole); --samples K for K fills
   curve  plot the test-split hole PSNR logged during training (eval.every) against the baselines
+  baseline  train the L2 U-Net baseline (g's U-Net without z, plain L2 on the hole) for a budget
+  export    write a run's weights alone (config.yaml + .pdparams) for `fill --ckpt` / `eval --ckpt`
 
   python tools/complete.py train -c experiments/facade_completion.yaml --data-root DATA/cmp-facade/pix2pix_facades
   python tools/complete.py eval --ckpt runs/facade_completion
   python tools/complete.py fill --ckpt runs/facade_completion --image in.png --mask hole.png --out out.png
+  python tools/complete.py baseline -c experiments/facade_completion_64.yaml --data-root D --minutes 20 --out runs/l2unet
+  python tools/complete.py export --ckpt runs/facade64 --out pretrained/facade64
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
+from ebm_vae.completion.l2_unet import train_l2_unet
 from ebm_vae.completion.networks import build_conditional_models
 from ebm_vae.completion.train import train_completion
 from ebm_vae.core.runs import model_shapes
@@ -71,6 +76,15 @@ def _fill(args: argparse.Namespace) -> None:
           f"written {out.stem}_1..{args.samples}.png and {out.stem}_grid.png in {out.parent}")
 
 
+def _baseline(args: argparse.Namespace) -> None:
+    args.resume, args.max_iters, args.device = None, None, None  # the shared resolve() flags
+    cfg, run_dir, _ = resolve(args, completion_config_from_dict)
+    print(f"baseline folder: {run_dir}", file=sys.stderr)
+    train_l2_unet(cfg, run_dir, args.minutes, args.iters, progress=not args.no_progress,
+                  threads=args.threads)
+    print(f"done: {run_dir}", file=sys.stderr)
+
+
 def _curve(args: argparse.Namespace) -> None:
     curve = plot_curve(args.ckpt, args.out)
     for i in range(len(curve["iteration"])):
@@ -118,8 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")
+    ba = sub.add_parser("baseline", help="train the L2 U-Net baseline for a wall-time budget")
+    ba.add_argument("-c", "--config", required=True, help="the completion experiment file (its "
+                    "data, masks, decoder U-Net, batch size, lr_vae and decay)")
+    ba.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value (repeatable)")
+    ba.add_argument("--data-root", help="dataset folder (sets data.root)")
+    ba.add_argument("--out", required=True, help="the baseline's folder")
+    ba.add_argument("--minutes", type=float, help="training time budget (sum of step times)")
+    ba.add_argument("--iters", type=int, help="iteration budget (the first budget met stops)")
+    ba.add_argument("--seed", type=int, help="override the config's seed")
+    ba.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(ba)
     args = parser.parse_args(argv)
-    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve}[args.command]
+    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve,
+               "baseline": _baseline}[args.command]
     return run_tool(lambda: command(args))
 
 
