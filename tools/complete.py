@@ -26,7 +26,7 @@ from pathlib import Path
 from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
 from ebm_vae.completion.l2_unet import train_l2_unet
 from ebm_vae.completion.networks import build_conditional_models
-from ebm_vae.completion.train import train_completion
+from ebm_vae.completion.train import export_completion, train_completion
 from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
@@ -46,17 +46,19 @@ def _eval(args: argparse.Namespace) -> None:
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
-                      args.split, args.threads)
+                      args.split, args.threads, args.l2_ckpt, args.fid_holes)
     mask = report["mask"]
     print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
           f"{mask['trained_on']['size']}); {report['samples']} fill(s) per hole")
+    fid = report.get("fid", {}).get("methods", {})
     print(f"{'method':<52} {'PSNR hole':>9} {'SSIM hole':>9} {'L1 hole':>8} {'PSNR img':>9} "
-          f"{'SSIM img':>8} {'L1 img':>7}")
+          f"{'SSIM img':>8} {'L1 img':>7} {'sharp':>6}" + (f" {'FID':>6}" if fid else ""))
     for name, m in report["methods"].items():
-        print(f"{name:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
+        print(f"{name[:52]:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
               f"{m['l1_hole']['mean']:8.4f} {m['psnr_image']['mean']:9.2f} "
-              f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f}")
+              f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f} "
+              f"{m['sharpness']:6.3f}" + (f" {fid[name]['fid']:6.2f}" if name in fid else ""))
     pairs = report["paired_vs_harmonic"]
     print("ours - harmonic, paired over the images (mean ± standard error; images where ours is "
           "better): " + "; ".join(f"{k} {v['mean_diff']:+.4f} ± {v['std_err']:.4f} ({v['ours_better']:.0%})"
@@ -65,6 +67,12 @@ def _eval(args: argparse.Namespace) -> None:
         d = report["diversity_l1_hole"]
         print(f"diversity (mean pairwise L1 of the K fills in the hole, [0,1] units): revised "
               f"{d['revised']['mean']:.4f}, proposals {d['proposal']['mean']:.4f}")
+    if "fid" in report:
+        one = next(iter(fid.values()))
+        print(f"FID: {one['n_completed']} completed images ({report['fid']['holes_per_image']} "
+              f"holes per image) per method against the {one['n_real']} real images")
+    if "fid_skipped" in report:
+        print(f"FID skipped: {report['fid_skipped']}")
     print(f"{report['images']} {report['split']} images; written {out}/metrics.json, {out}/completions.png")
 
 
@@ -85,6 +93,12 @@ def _baseline(args: argparse.Namespace) -> None:
     print(f"done: {run_dir}", file=sys.stderr)
 
 
+def _export(args: argparse.Namespace) -> None:
+    out = export_completion(args.ckpt, args.out, args.checkpoint)
+    print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json; "
+          f"fill with: python tools/complete.py fill --ckpt {out} ...", file=sys.stderr)
+
+
 def _curve(args: argparse.Namespace) -> None:
     curve = plot_curve(args.ckpt, args.out)
     for i in range(len(curve["iteration"])):
@@ -102,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(sub.add_parser("train", help="train the conditional model"),
                    example="experiments/facade_completion_64.yaml")
     ev = sub.add_parser("eval", help="PSNR/SSIM/L1 on the test split, with baselines")
-    ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run "
+                    "or exported weights (`complete.py export`)")
     ev.add_argument("--checkpoint", metavar="DIR", help="evaluate this checkpoint of the run "
                     "(e.g. RUN_DIR/checkpoints/best or RUN_DIR/checkpoints/iter_0000400) instead "
                     "of the last one")
@@ -116,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--mask-kind", choices=["center", "random_square"], help="test holes of "
                     "another kind than the run was trained on (default: the run's mask.kind)")
     ev.add_argument("--mask-size", type=int, help="side of the test holes (default: mask.size)")
+    ev.add_argument("--l2-ckpt", metavar="DIR", help="an L2 U-Net baseline folder (`complete.py "
+                    "baseline`), scored on the same holes")
+    ev.add_argument("--fid-holes", type=int, default=0, metavar="H", help="also the Inception FID "
+                    "of each method's completions with H seeded holes per image against the real "
+                    "images (needs the FID Inception weights; 0 = off)")
     fi = sub.add_parser("fill", help="complete one picture")
-    fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run "
+                    "or exported weights (`complete.py export`, e.g. pretrained/facade64)")
     fi.add_argument("--image", required=True, help="picture to complete (PNG/JPEG)")
     fi.add_argument("--mask", required=True, help="mask of the same size; white (>= 128) = hole")
     fi.add_argument("--out", required=True, help="output PNG (K >= 2: OUT_1..K.png, OUT_grid.png)")
@@ -144,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     ba.add_argument("--seed", type=int, help="override the config's seed")
     ba.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads_arg(ba)
+    ex = sub.add_parser("export", help="write a run's weights alone (shipped weights)")
+    ex.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    ex.add_argument("--checkpoint", metavar="DIR", help="export this checkpoint of the run (e.g. "
+                    "RUN_DIR/checkpoints/best) instead of the newest")
+    ex.add_argument("--out", required=True, help="folder for config.yaml and the .pdparams")
     args = parser.parse_args(argv)
     command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve,
-               "baseline": _baseline}[args.command]
+               "baseline": _baseline, "export": _export}[args.command]
     return run_tool(lambda: command(args))
 
 
