@@ -153,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")
+    _add_baseline_and_export(sub)
+    args = parser.parse_args(argv)
+    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve,
+               "baseline": _baseline, "export": _export}[args.command]
+    return run_tool(lambda: command(args))
+
+
+def _add_baseline_and_export(sub: argparse._SubParsersAction) -> None:
+    """The `baseline` and `export` commands' flags."""
     ba = sub.add_parser("baseline", help="train the L2 U-Net baseline for a wall-time budget")
     ba.add_argument("-c", "--config", required=True, help="the completion experiment file (its "
                     "data, masks, decoder U-Net, batch size, lr_vae and decay)")
@@ -170,10 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--checkpoint", metavar="DIR", help="export this checkpoint of the run (e.g. "
                     "RUN_DIR/checkpoints/best) instead of the newest")
     ex.add_argument("--out", required=True, help="folder for config.yaml and the .pdparams")
-    args = parser.parse_args(argv)
-    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve,
-               "baseline": _baseline, "export": _export}[args.command]
-    return run_tool(lambda: command(args))
 
 
 if __name__ == "__main__":
