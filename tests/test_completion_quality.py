@@ -15,7 +15,6 @@ from ebm_vae.completion.evaluate import L2_UNET, OURS, evaluate, fill_file
 from ebm_vae.completion.l2_unet import l2_fill, load_l2_unet, train_l2_unet
 from ebm_vae.completion.masks import FillError, center_masks
 from ebm_vae.completion.quality import completion_fid
-from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.eval.image_metrics import hole_gradient, sharpness_ratio
 from tests.test_completion import SIZE, rand_images, tiny_completion_raw, trained_run  # noqa: F401
 from tools import complete as complete_tool
