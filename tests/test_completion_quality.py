@@ -153,3 +153,17 @@ def test_exported_weights_fill_without_the_run(trained_run, tmp_path, capsys):  
     assert report["iteration"] is not None and report["training_seconds"] is None
     assert complete_tool.main(["export", "--ckpt", str(tmp_path), "--out",
                                str(tmp_path / "none")]) == 2
+
+
+def test_a_resumed_log_with_new_columns_is_widened_not_torn(tmp_path):
+    from ebm_vae.core.record import RunLog, read_log
+    log = RunLog(tmp_path / "log.csv", None)
+    log.append({"iteration": 1, "loss": 0.5})
+    log.append({"iteration": 2, "loss": 0.4})
+    resumed = RunLog(tmp_path / "log.csv", keep_until=2)  # code that logs one more column
+    resumed.append({"iteration": 3, "loss": 0.3, "sharpness_revised": 0.7})
+    resumed.append({"iteration": 4, "sharpness_revised": 0.8})  # and one that logs fewer
+    rows = read_log(tmp_path / "log.csv")
+    assert [r["iteration"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["sharpness_revised"] == "nan" and rows[2]["sharpness_revised"] == "0.7"
+    assert rows[3]["loss"] == "nan"

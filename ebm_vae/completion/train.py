@@ -101,9 +101,8 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
                         data_root: Optional[str]) -> Evaluation:
     """Hole PSNR/SSIM/L1 and sharpness ratio (`sharpness_ratio`) of the proposal and the revised
     fill on the test split every `eval.every` iterations, against the harmonic and mean fills
-    (computed once). The best state
-    is kept as checkpoints/best; with `eval.keep_checkpoints` every evaluated state is kept as
-    checkpoints/iter_NNNNNNN (`train_completion`)."""
+    (computed once). The best state is kept as checkpoints/best; with `eval.keep_checkpoints`
+    every evaluated state is kept as checkpoints/iter_NNNNNNN (`train_completion`)."""
     e = cfg.eval
     images = to_float(load_folder_split(cfg.data.name, data_root, "test", cfg.model.image_size,
                                         cfg.data.resize)[:e.limit])
@@ -163,7 +162,8 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
 def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = None,
                         with_iteration: bool = False, threads: int | None = None):
     """The config and trained networks (in eval mode) of a tools/complete.py train run, or of
-    weights exported by `export_completion` (config.yaml + ebm/encoder/decoder.pdparams); `checkpoint`: another checkpoint than the run's last one (e.g. RUN/checkpoints/best or iter_N).
+    weights exported by `export_completion` (config.yaml + ebm/encoder/decoder.pdparams);
+    `checkpoint`: another checkpoint than the run's last one (e.g. RUN/checkpoints/best or iter_N).
     `with_iteration`: also return the checkpoint's iteration (None if it has none). `threads`:
     CPU math threads (default `runtime.default_threads()`)."""
     run_dir = Path(run_dir)
