@@ -506,7 +506,7 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
     """The reported numbers are those of the fills themselves (recomputed here from the same
     seeded holes and draws), not merely of any fill that keeps the visible pixels."""
     from ebm_vae.completion.evaluate import HARMONIC, MEAN, MEAN_OF_K, OURS, PROPOSAL
-    from ebm_vae.eval.image_metrics import completion_metrics
+    from ebm_vae.eval.image_metrics import completion_metrics, sharpness_ratio
     root, run = trained_run
     assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path), "--samples",
                                "3", "--seed", "4"]) == 0
@@ -527,6 +527,8 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
         got = report["methods"][name]
         for key, values in completion_metrics(filled, images, masks).items():
             np.testing.assert_allclose(got[key]["mean"], values.mean(), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got["sharpness"], sharpness_ratio(filled, images, masks),
+                                   rtol=1e-6, err_msg=name)
     np.testing.assert_allclose(report["diversity_l1_hole"]["revised"]["mean"],
                                hole_diversity(fills, masks).mean(), rtol=1e-5)
     paired = paired_difference(completion_metrics(fills[0], images, masks),
@@ -600,6 +602,9 @@ def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
         first = next(__import__("csv").DictReader(fh))
     np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
                                float(first["psnr_hole_harmonic"]), rtol=1e-6)
+    np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["sharpness"],
+                               float(first["sharpness_harmonic"]), rtol=1e-6)
+    assert float(first["sharpness_revised"]) > 0 and float(first["sharpness_proposal"]) > 0
 
 
 def test_fill_of_a_16_bit_picture_keeps_its_visible_pixels(trained_run, tmp_path):

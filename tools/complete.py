@@ -7,10 +7,14 @@
          model and baselines -> RUN_DIR/eval/metrics.json and completions.png
   fill   complete your own picture (mask image: white = hole); --samples K for K fills
   curve  plot the test-split hole PSNR logged during training (eval.every) against the baselines
+  baseline  train the L2 U-Net baseline (g's U-Net without z, plain L2 on the hole) for a budget
+  export    write a run's weights alone (config.yaml + .pdparams) for `fill --ckpt` / `eval --ckpt`
 
   python tools/complete.py train -c experiments/facade_completion.yaml --data-root DATA/cmp-facade/pix2pix_facades
   python tools/complete.py eval --ckpt runs/facade_completion
   python tools/complete.py fill --ckpt runs/facade_completion --image in.png --mask hole.png --out out.png
+  python tools/complete.py baseline -c experiments/facade_completion_64.yaml --data-root D --minutes 20 --out runs/l2unet
+  python tools/complete.py export --ckpt runs/facade64 --out pretrained/facade64
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ import sys
 from pathlib import Path
 
 from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
+from ebm_vae.completion.l2_unet import train_l2_unet
 from ebm_vae.completion.networks import build_conditional_models
-from ebm_vae.completion.train import train_completion
+from ebm_vae.completion.train import export_completion, train_completion
 from ebm_vae.core.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
@@ -41,17 +46,19 @@ def _eval(args: argparse.Namespace) -> None:
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
-                      args.split, args.threads)
+                      args.split, args.threads, args.l2_ckpt, args.fid_holes)
     mask = report["mask"]
     print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
           f"{mask['trained_on']['size']}); {report['samples']} fill(s) per hole")
+    fid = report.get("fid", {}).get("methods", {})
     print(f"{'method':<52} {'PSNR hole':>9} {'SSIM hole':>9} {'L1 hole':>8} {'PSNR img':>9} "
-          f"{'SSIM img':>8} {'L1 img':>7}")
+          f"{'SSIM img':>8} {'L1 img':>7} {'sharp':>6}" + (f" {'FID':>6}" if fid else ""))
     for name, m in report["methods"].items():
-        print(f"{name:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
+        print(f"{name[:52]:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
               f"{m['l1_hole']['mean']:8.4f} {m['psnr_image']['mean']:9.2f} "
-              f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f}")
+              f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f} "
+              f"{m['sharpness']:6.3f}" + (f" {fid[name]['fid']:6.2f}" if name in fid else ""))
     pairs = report["paired_vs_harmonic"]
     print("ours - harmonic, paired over the images (mean ± standard error; images where ours is "
           "better): " + "; ".join(f"{k} {v['mean_diff']:+.4f} ± {v['std_err']:.4f} ({v['ours_better']:.0%})"
@@ -60,6 +67,12 @@ def _eval(args: argparse.Namespace) -> None:
         d = report["diversity_l1_hole"]
         print(f"diversity (mean pairwise L1 of the K fills in the hole, [0,1] units): revised "
               f"{d['revised']['mean']:.4f}, proposals {d['proposal']['mean']:.4f}")
+    if "fid" in report:
+        one = next(iter(fid.values()))
+        print(f"FID: {one['n_completed']} completed images ({report['fid']['holes_per_image']} "
+              f"holes per image) per method against the {one['n_real']} real images")
+    if "fid_skipped" in report:
+        print(f"FID skipped: {report['fid_skipped']}")
     print(f"{report['images']} {report['split']} images; written {out}/metrics.json, {out}/completions.png")
 
 
@@ -69,6 +82,21 @@ def _fill(args: argparse.Namespace) -> None:
     out = Path(args.out)
     print(f"written {out}" if args.samples == 1 else
           f"written {out.stem}_1..{args.samples}.png and {out.stem}_grid.png in {out.parent}")
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    args.resume, args.max_iters, args.device = None, None, None  # the shared resolve() flags
+    cfg, run_dir, _ = resolve(args, completion_config_from_dict)
+    print(f"baseline folder: {run_dir}", file=sys.stderr)
+    train_l2_unet(cfg, run_dir, args.minutes, args.iters, progress=not args.no_progress,
+                  threads=args.threads)
+    print(f"done: {run_dir}", file=sys.stderr)
+
+
+def _export(args: argparse.Namespace) -> None:
+    out = export_completion(args.ckpt, args.out, args.checkpoint)
+    print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json; "
+          f"fill with: python tools/complete.py fill --ckpt {out} ...", file=sys.stderr)
 
 
 def _curve(args: argparse.Namespace) -> None:
@@ -88,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(sub.add_parser("train", help="train the conditional model"),
                    example="experiments/facade_completion_64.yaml")
     ev = sub.add_parser("eval", help="PSNR/SSIM/L1 on the test split, with baselines")
-    ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    ev.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run "
+                    "or exported weights (`complete.py export`)")
     ev.add_argument("--checkpoint", metavar="DIR", help="evaluate this checkpoint of the run "
                     "(e.g. RUN_DIR/checkpoints/best or RUN_DIR/checkpoints/iter_0000400) instead "
                     "of the last one")
@@ -102,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--mask-kind", choices=["center", "random_square"], help="test holes of "
                     "another kind than the run was trained on (default: the run's mask.kind)")
     ev.add_argument("--mask-size", type=int, help="side of the test holes (default: mask.size)")
+    ev.add_argument("--l2-ckpt", metavar="DIR", help="an L2 U-Net baseline folder (`complete.py "
+                    "baseline`), scored on the same holes")
+    ev.add_argument("--fid-holes", type=int, default=0, metavar="H", help="also the Inception FID "
+                    "of each method's completions with H seeded holes per image against the real "
+                    "images (needs the FID Inception weights; 0 = off)")
     fi = sub.add_parser("fill", help="complete one picture")
-    fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run "
+                    "or exported weights (`complete.py export`, e.g. pretrained/facade64)")
     fi.add_argument("--image", required=True, help="picture to complete (PNG/JPEG)")
     fi.add_argument("--mask", required=True, help="mask of the same size; white (>= 128) = hole")
     fi.add_argument("--out", required=True, help="output PNG (K >= 2: OUT_1..K.png, OUT_grid.png)")
@@ -118,9 +153,32 @@ def main(argv: list[str] | None = None) -> int:
     cu = sub.add_parser("curve", help="plot the test hole PSNR logged during training")
     cu.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a run trained with eval.every > 0")
     cu.add_argument("--out", required=True, help="output PNG")
+    _add_baseline_and_export(sub)
     args = parser.parse_args(argv)
-    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve}[args.command]
+    command = {"train": _train, "eval": _eval, "fill": _fill, "curve": _curve,
+               "baseline": _baseline, "export": _export}[args.command]
     return run_tool(lambda: command(args))
+
+
+def _add_baseline_and_export(sub: argparse._SubParsersAction) -> None:
+    """The `baseline` and `export` commands' flags."""
+    ba = sub.add_parser("baseline", help="train the L2 U-Net baseline for a wall-time budget")
+    ba.add_argument("-c", "--config", required=True, help="the completion experiment file (its "
+                    "data, masks, decoder U-Net, batch size, lr_vae and decay)")
+    ba.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value (repeatable)")
+    ba.add_argument("--data-root", help="dataset folder (sets data.root)")
+    ba.add_argument("--out", required=True, help="the baseline's folder")
+    ba.add_argument("--minutes", type=float, help="training time budget (sum of step times)")
+    ba.add_argument("--iters", type=int, help="iteration budget (the first budget met stops)")
+    ba.add_argument("--seed", type=int, help="override the config's seed")
+    ba.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(ba)
+    ex = sub.add_parser("export", help="write a run's weights alone (shipped weights)")
+    ex.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run")
+    ex.add_argument("--checkpoint", metavar="DIR", help="export this checkpoint of the run (e.g. "
+                    "RUN_DIR/checkpoints/best) instead of the newest")
+    ex.add_argument("--out", required=True, help="folder for config.yaml and the .pdparams")
 
 
 if __name__ == "__main__":

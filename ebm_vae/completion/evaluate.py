@@ -6,18 +6,22 @@ Every file written here goes through ebm_vae.utils.atomic.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from itertools import combinations
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
 from ebm_vae.completion.masks import FillError, MaskError, load_mask, paste, resize_mask
-from ebm_vae.completion.fill import complete_k, ebm_mean_fill
+from ebm_vae.completion.config import CompletionConfig
+from ebm_vae.completion.fill import complete, complete_k, ebm_mean_fill
+from ebm_vae.completion.l2_unet import l2_fill, load_l2_unet
+from ebm_vae.completion.quality import FillAll, completion_fid, inception_features, sharpness
 from ebm_vae.completion.networks import ConditionalModels
 from ebm_vae.completion.train import eval_masks, load_completion_run
 from ebm_vae.core.runs import load_run
@@ -34,6 +38,8 @@ PROPOSAL = "ours: cVAE proposal g(z, c), before revision"
 MEAN_OF_K = "ours: mean of the K revised fills"
 EBM_MEAN = "ablation: the EBM's Gaussian mean mu(c) alone"
 HARMONIC, MEAN = "harmonic interpolation", "mean of visible pixels"
+UNCOND = "unconditional model (encode-decode-revise-paste)"
+L2_UNET = "baseline: L2 U-Net (g's U-Net without z, trained with L2)"
 
 
 def hole_diversity(fills: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -100,15 +106,19 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
              uncond_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
              steps: int | None = None, samples: int = 1, mask_kind: str | None = None,
              mask_size: int | None = None, checkpoint: str | Path | None = None,
-             split: str = "test", threads: int | None = None) -> dict:
+             split: str = "test", threads: int | None = None, l2_dir: str | Path | None = None,
+             fid_holes: int = 0) -> dict:
     """Fill the test split's holes (one seeded hole per image: the run's mask config unless
     `mask_kind` / `mask_size`) `samples` times each (own z and Langevin noise), with the model's
-    proposal, its revised fill and the baselines; write metrics.json and completions.png.
+    proposal, its revised fill and the baselines (`l2_dir`: an L2 U-Net baseline folder too);
+    write metrics.json and completions.png. `run_dir`: a run folder or exported weights.
 
     Metrics of ours are those of the first fill; with samples >= 2 also the mean of the K revised
-    fills and the diversity (mean pairwise L1 between the K fills in the hole)."""
-    if samples < 1:
-        raise FillError(f"--samples must be >= 1, got {samples}")
+    fills and the diversity (mean pairwise L1 between the K fills in the hole). Every method's
+    sharpness ratio; with `fid_holes` > 0 the Inception FID of every method's completions with
+    that many seeded holes per image against the real images (completion/quality.py)."""
+    if samples < 1 or fid_holes < 0:
+        raise FillError(f"--samples must be >= 1 and --fid-holes >= 0, got {samples}, {fid_holes}")
     run_dir = Path(run_dir)
     cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True,
                                                  threads=threads)
@@ -116,13 +126,16 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, split, size,
                                         cfg.data.resize)[:limit])
     masks = eval_masks(cfg, len(images), seed, mask_kind, mask_size)
+    fillers = _fillers(models, images, size, uncond_dir, l2_dir)
     seed_all(seed)
     steps = cfg.sample.steps if steps is None else steps
     proposals, revised = complete_k(models, images, masks, samples, cfg.model.latent_dim, steps,
                                     cfg.langevin)
-    fills = _method_fills(models, images, masks, proposals, revised, uncond_dir)
+    fills = _method_fills(proposals, revised, {n: f(masks) for n, f in fillers.items()})
     per_image = {name: completion_metrics(filled, images, masks) for name, filled in fills.items()}
-    results = {name: _summary(m) for name, m in per_image.items()}
+    results = {name: {**_summary(m), "sharpness": sharp}
+               for (name, m), sharp in zip(per_image.items(),
+                                           sharpness(fills, images, masks).values())}
     train_s = _training_time(run_dir, iteration) if iteration is not None else None
     report = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else "last",
               "code": code_version(), "command": command_line(),
@@ -130,7 +143,8 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
               "images": len(images), "seed": seed, "langevin_steps": steps, "samples": samples,
               "mask": {"kind": mask_kind or cfg.mask.kind, "size": mask_size or cfg.mask.size,
                        "trained_on": {"kind": cfg.mask.kind, "size": cfg.mask.size}},
-              "units": "images in [0, 1]; PSNR in dB (capped at 100); L1 = mean |error|",
+              "units": "images in [0, 1]; PSNR in dB (capped at 100); L1 = mean |error|; "
+                       "sharpness = mean hole gradient of the fills / of the truth",
               "methods": results,
               "paired_vs_harmonic": paired_difference(per_image[OURS], per_image[HARMONIC])}
     if samples >= 2:
@@ -138,43 +152,84 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
             "revised": _summary({"l1": hole_diversity(revised, masks)})["l1"],
             "proposal": _summary({"l1": hole_diversity(proposals, masks)})["l1"],
             "what": "mean pairwise L1 between the K fills of a hole, over its pixels, [0, 1] units"}
+    if fid_holes:
+        fill_all = functools.partial(_fill_all, models, images, cfg, steps, fillers)
+        report.update(_fid_report(fill_all, cfg, images, seed, fid_holes, mask_kind, mask_size))
     out_dir = Path(out_dir)
     write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
     _save_completions(out_dir / "completions.png", images, masks, proposals, revised, fills)
     return report
 
 
-def _method_fills(models: ConditionalModels, images: np.ndarray, masks: np.ndarray,
-                  proposals: np.ndarray, revised: np.ndarray, uncond_dir: str | Path | None
-                  ) -> dict[str, np.ndarray]:
-    """{method: filled images} of every method evaluate() scores: ours (the first of the K
-    revised fills and proposals [K, N, C, H, W], with K >= 2 the mean of the revised ones), the
-    EBM's mean alone (if the model has one), the unconditional run (if given) and the baselines."""
-    fills = {OURS: revised[0], PROPOSAL: proposals[0]}
-    if len(revised) >= 2:
-        fills[MEAN_OF_K] = revised.mean(axis=0)
-    mu = ebm_mean_fill(models, images, masks)
-    if mu is not None:
-        fills[EBM_MEAN] = mu
+def _fillers(models: ConditionalModels, images: np.ndarray, size: int,
+             uncond_dir: str | Path | None, l2_dir: str | Path | None
+             ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """{method: masks -> its completions of `images`} of every method but ours: the EBM's mean
+    alone (if the model has one), the unconditional run and the L2 U-Net (if given), the
+    harmonic and mean fills."""
+    fillers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if models.ebm.mean is not None:
+        fillers[EBM_MEAN] = functools.partial(ebm_mean_fill, models, images)
     if uncond_dir is not None:
         try:
             uncond = load_run(uncond_dir)
         except (OSError, KeyError, RuntimeError) as err:
             raise FillError(f"cannot load the unconditional run {uncond_dir}: {err}") from err
-        fills["unconditional model (encode-decode-revise-paste)"] = unconditional_fill(
-            uncond.cfg, uncond.models, images, masks)
-    fills[HARMONIC] = harmonic_fill(images, masks)
-    fills[MEAN] = mean_fill(images, masks)
-    return fills
+        fillers[UNCOND] = functools.partial(unconditional_fill, uncond.cfg, uncond.models, images)
+    if l2_dir is not None:
+        l2_cfg, net, _ = load_l2_unet(l2_dir)
+        if l2_cfg.model.image_size != size:
+            raise FillError(f"the L2 U-Net {l2_dir} completes {l2_cfg.model.image_size}x"
+                            f"{l2_cfg.model.image_size} images, the model {size}x{size}")
+        fillers[L2_UNET] = functools.partial(l2_fill, net, images)
+    fillers[HARMONIC] = functools.partial(harmonic_fill, images)
+    fillers[MEAN] = functools.partial(mean_fill, images)
+    return fillers
+
+
+def _method_fills(proposals: np.ndarray, revised: np.ndarray, others: dict[str, np.ndarray]
+                  ) -> dict[str, np.ndarray]:
+    """{method: filled images} of every method evaluate() scores: ours (the first of the K
+    revised fills and proposals [K, N, C, H, W], with K >= 2 the mean of the revised ones),
+    then the `others` (`_fillers`' fills of the same holes)."""
+    fills = {OURS: revised[0], PROPOSAL: proposals[0]}
+    if len(revised) >= 2:
+        fills[MEAN_OF_K] = revised.mean(axis=0)
+    return {**fills, **others}
+
+
+def _fill_all(models: ConditionalModels, images: np.ndarray, cfg: CompletionConfig, steps: int,
+              fillers: dict[str, Callable[[np.ndarray], np.ndarray]], masks: np.ndarray
+              ) -> dict[str, np.ndarray]:
+    """One fill per method (ours: one revised fill and its proposal) of the holes `masks`."""
+    proposal, revised = complete(models, images, masks, cfg.model.latent_dim, steps,
+                                 cfg.langevin, with_proposal=True)
+    return {OURS: revised, PROPOSAL: proposal, **{n: f(masks) for n, f in fillers.items()}}
+
+
+def _fid_report(fill_all: FillAll, cfg: CompletionConfig, images: np.ndarray, seed: int,
+                holes: int, kind: str | None, size: int | None) -> dict:
+    """{"fid": {...}} over `holes` seeded hole sets (seed, seed + 1, ...), or {"fid_skipped":
+    why} without Inception weights."""
+    features, source = inception_features()
+    if features is None:
+        return {"fid_skipped": source}
+    masks = [eval_masks(cfg, len(images), seed + h, kind, size) for h in range(holes)]
+    seed_all(seed)
+    return {"fid": {"methods": completion_fid(fill_all, masks, images, features),
+                    "holes_per_image": holes, "weights": source,
+                    "what": "Inception FID (pool3) of the completed images against the real "
+                            "ones; same holes for every method"}}
 
 
 def _save_completions(path: Path, images: np.ndarray, masks: np.ndarray, proposals: np.ndarray,
                       revised: np.ndarray, fills: dict[str, np.ndarray]) -> None:
     """The first GRID_ROWS test images: input with the hole white, the first proposal, the K
-    revised fills, the baselines and the truth."""
+    revised fills, the baselines (the L2 U-Net if scored) and the truth."""
     rows = min(GRID_ROWS, len(images))
+    l2 = [("L2 U-Net", fills[L2_UNET])] if L2_UNET in fills else []
     columns = ([("input", images * (1 - masks) + masks), ("proposal 1", proposals[0])]
-               + [(f"fill {i + 1}", revised[i]) for i in range(len(revised))]
+               + [(f"fill {i + 1}", revised[i]) for i in range(len(revised))] + l2
                + [("harmonic", fills[HARMONIC]), ("mean", fills[MEAN]), ("truth", images)])
     save_labelled_grid(path, columns, rows)
 

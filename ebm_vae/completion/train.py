@@ -15,11 +15,13 @@ from ebm_vae.completion.config import CompletionConfig, load_completion_config
 from ebm_vae.completion.fill import complete
 from ebm_vae.completion.masks import FillError, MaskSource
 from ebm_vae.completion.networks import build_conditional_models, condition
-from ebm_vae.core.checkpoints import load_checkpoint_into, load_objects
+from ebm_vae.core.checkpoints import load_checkpoint_into
+from ebm_vae.core.runs import export_weights, read_networks
+from ebm_vae.core.states import load_layer_states
 from ebm_vae.core.teach import learn, revise
 from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, train)
 from ebm_vae.data.folders import load_folder_split, to_float
-from ebm_vae.eval.image_metrics import completion_metrics
+from ebm_vae.eval.image_metrics import completion_metrics, sharpness_ratio
 from ebm_vae.utils.runtime import configure_runtime, seed_all
 
 GRID_PAIRS = 16
@@ -82,7 +84,8 @@ class CompletionTask(TeachTask):
 
 
 EVAL_KEYS = ["psnr_hole_proposal", "psnr_hole_revised", "psnr_hole_harmonic", "psnr_hole_mean",
-             "ssim_hole_revised", "l1_hole_revised", "l1_hole_harmonic"]
+             "ssim_hole_revised", "l1_hole_revised", "l1_hole_harmonic",
+             "sharpness_revised", "sharpness_proposal", "sharpness_harmonic"]
 
 
 def eval_masks(cfg: CompletionConfig, n: int, seed: int, kind: Optional[str] = None,
@@ -96,16 +99,17 @@ def eval_masks(cfg: CompletionConfig, n: int, seed: int, kind: Optional[str] = N
 
 def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Path,
                         data_root: Optional[str]) -> Evaluation:
-    """Hole PSNR/SSIM/L1 of the proposal and the revised fill on the test split every
-    `eval.every` iterations, against the harmonic and mean fills (computed once). The best state
-    is kept as checkpoints/best; with `eval.keep_checkpoints` every evaluated state is kept as
-    checkpoints/iter_NNNNNNN (`train_completion`)."""
+    """Hole PSNR/SSIM/L1 and sharpness ratio (`sharpness_ratio`) of the proposal and the revised
+    fill on the test split every `eval.every` iterations, against the harmonic and mean fills
+    (computed once). The best state is kept as checkpoints/best; with `eval.keep_checkpoints`
+    every evaluated state is kept as checkpoints/iter_NNNNNNN (`train_completion`)."""
     e = cfg.eval
     images = to_float(load_folder_split(cfg.data.name, data_root, "test", cfg.model.image_size,
                                         cfg.data.resize)[:e.limit])
     masks = eval_masks(cfg, len(images), e.seed)
-    base = {name: completion_metrics(fill(images, masks), images, masks)
-            for name, fill in (("harmonic", harmonic_fill), ("mean", mean_fill))}
+    base_fills = {"harmonic": harmonic_fill(images, masks), "mean": mean_fill(images, masks)}
+    base = {name: completion_metrics(f, images, masks) for name, f in base_fills.items()}
+    harmonic_sharpness = sharpness_ratio(base_fills["harmonic"], images, masks)
 
     def run() -> dict[str, float]:
         seed_all(e.seed)
@@ -123,7 +127,10 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
                 "psnr_hole_mean": float(base["mean"]["psnr_hole"].mean()),
                 "ssim_hole_revised": float(ours["revised"]["ssim_hole"].mean()),
                 "l1_hole_revised": float(ours["revised"]["l1_hole"].mean()),
-                "l1_hole_harmonic": float(base["harmonic"]["l1_hole"].mean())}
+                "l1_hole_harmonic": float(base["harmonic"]["l1_hole"].mean()),
+                "sharpness_revised": sharpness_ratio(revised, images, masks),
+                "sharpness_proposal": sharpness_ratio(proposal, images, masks),
+                "sharpness_harmonic": harmonic_sharpness}
 
     return Evaluation(e.every, EVAL_KEYS, run, "test hole PSNR (dB): ours vs baselines",
                       best="psnr_hole_revised", higher_is_better=True)
@@ -154,20 +161,34 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
 
 def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = None,
                         with_iteration: bool = False, threads: int | None = None):
-    """The config and trained networks (in eval mode) of a tools/complete.py train run;
+    """The config and trained networks (in eval mode) of a tools/complete.py train run, or of
+    weights exported by `export_completion` (config.yaml + ebm/encoder/decoder.pdparams);
     `checkpoint`: another checkpoint than the run's last one (e.g. RUN/checkpoints/best or iter_N).
     `with_iteration`: also return the checkpoint's iteration (None if it has none). `threads`:
     CPU math threads (default `runtime.default_threads()`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FillError(f"{run_dir} is not a run folder (no config.yaml)")
+        raise FillError(f"{run_dir} is neither a run folder nor exported weights (no config.yaml)")
     cfg = load_completion_config(run_dir / "config.yaml")
     configure_runtime(cfg.device, threads)
     models = build_conditional_models(cfg.model)
-    if checkpoint is None:
-        iteration = load_objects(run_dir, models._asdict())
+    if checkpoint is None:  # the run's newest checkpoint, or exported weights
+        states, iteration = read_networks(run_dir)
+        load_layer_states(models._asdict(), states, str(run_dir))
     else:  # a checkpoint folder: checkpoints/best, checkpoints/iter_N
         iteration = load_checkpoint_into(checkpoint, models._asdict())
     for layer in models:
         layer.eval()
     return (cfg, models, iteration) if with_iteration else (cfg, models)
+
+
+def export_completion(run_dir: str | Path, out_dir: str | Path,
+                      checkpoint: str | Path | None = None) -> Path:
+    """Write the weights alone of a completion run's newest checkpoint (or of `checkpoint`):
+    `out_dir`/config.yaml, ebm/encoder/decoder.pdparams and weights.json (the iteration), the
+    folder `load_completion_run` (`fill --ckpt`, `eval --ckpt`) reads without the run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FillError(f"{run_dir} is not a run folder (no config.yaml)")
+    load_completion_config(run_dir / "config.yaml")  # refuses a generation run's config
+    return export_weights(checkpoint or run_dir, out_dir)

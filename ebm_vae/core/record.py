@@ -53,6 +53,8 @@ class RunLog:
             w.writerows(self.rows)
 
     def append(self, row: dict[str, float]) -> None:
+        if self.rows and list(row) != list(self.rows[0]):
+            row = self._widen(row)
         new = not self.path.exists()
         self.rows.append(row)
         try:
@@ -64,6 +66,16 @@ class RunLog:
                 fh.flush()
         except OSError as err:
             raise WriteError(f"cannot append to {self.path}: {err.strerror or err}") from err
+
+    def _widen(self, row: dict[str, float]) -> dict[str, float]:
+        """A row whose columns differ from the log's (a run resumed by code that logs more or
+        fewer values): every row gets the union of the columns, NaN where it has no value, and
+        the file is rewritten with the wider header; returns the row so widened."""
+        keys = list(dict.fromkeys([*self.rows[0], *row]))
+        if keys != list(self.rows[0]):
+            self.rows = [{k: r.get(k, np.nan) for k in keys} for r in self.rows]
+            self._rewrite()
+        return {k: row.get(k, np.nan) for k in keys}
 
     def sync(self) -> None:
         """fsync the appended rows (called before each checkpoint)."""
