@@ -6,6 +6,7 @@ module knows none of them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, List, Literal
@@ -18,6 +19,42 @@ from ebm_vae.utils.atomic import write_text
 
 class ConfigError(UserError, ValueError):
     """A configuration key is unknown, missing, of the wrong type or out of range."""
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping gives the same key twice (YAML requires keys to be unique)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise DuplicateKeyError(f"key '{key}' is given twice, on lines {seen[key]} and "
+                                        f"{line}")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load`, refusing duplicate keys (DuplicateKeyError, a yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The one-line problem of a YAML error (with its line and column where known)."""
+    if isinstance(err, DuplicateKeyError):
+        return str(err)
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{getattr(err, 'problem', None) or str(err).splitlines()[0]}{where}"
 
 
 def require(ok: bool, key: str, msg: str) -> None:
@@ -62,6 +99,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
                 pass
         require(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                  f"must be a number, got {value!r}")
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         require(isinstance(value, str), key, f"must be a string, got {value!r}")
@@ -113,11 +151,12 @@ def apply_override(raw: dict, assignment: str) -> None:
                               f"({nxt!r}), so '{path.strip()}' cannot be set")
         node = nxt
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
-        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
-        raise ConfigError(f"override '{assignment}': the value is not valid YAML ({problem}); "
-                          "quote strings that contain ':', '#', '[' or '{'") from None
+        hint = "" if isinstance(err, DuplicateKeyError) else (
+            "; quote strings that contain ':', '#', '[' or '{'")
+        raise ConfigError(f"override '{assignment}': the value is not valid YAML "
+                          f"({_yaml_problem(err)}){hint}") from None
     last = keys[-1]
     if isinstance(node, list):
         require(last.isdigit() and int(last) < len(node), path, "list index out of range")
@@ -141,17 +180,14 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' files form a cycle")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path} is not a text (UTF-8) YAML file: {err.reason} at byte "
                           f"{err.start}") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     if "base" in raw:
