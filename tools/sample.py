@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    return run_tool(lambda: sample(args), "interrupted: nothing was written")
+    return run_tool(lambda: sample(args), "nothing was written")
 
 
 def check_args(args: argparse.Namespace) -> None:
