@@ -30,6 +30,7 @@ from ebm_vae.core.checkpoints import output_place, split_checkpoint
 
 from ebm_vae.core.config import Config
 from ebm_vae.core.runs import Run, load_run
+from ebm_vae.core.sampling import check_sampling_memory
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
@@ -183,6 +184,8 @@ def check_request(args: argparse.Namespace, metrics: list[str], loaded: Run | No
         raise UsageError("recon needs a model: --ckpt RUN_DIR")
     if loaded is None and not (args.images or args.real):
         raise UsageError("nothing to evaluate: give --ckpt RUN_DIR, --images NPZ or --real SPLIT")
+    if loaded is not None and not (args.images or args.real) and set(metrics) - {"recon"}:
+        check_sampling_memory(args.n, loaded.cfg.model)  # before any prerequisite is computed
     return ("file" if args.images else f"real_{args.real}" if args.real else
             "untrained" if args.untrained else "ema" if args.ema else "model")
 

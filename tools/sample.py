@@ -19,7 +19,7 @@ import numpy as np
 from ebm_vae.core.checkpoints import output_place
 
 from ebm_vae.core.runs import load_run
-from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
+from ebm_vae.core.sampling import ancestral_sample, check_sampling_memory, interpolate, with_steps
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.images import save_grids
@@ -93,6 +93,7 @@ def sample(args: argparse.Namespace) -> None:
         raise ConfigError("--steps must be >= 0")
     lv = with_steps(run.cfg.langevin, steps)
     if args.interpolate:
+        check_sampling_memory(args.pairs * args.points, run.cfg.model, "pairs and --points")
         pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
         out = Path(args.out or run_dir / f"interpolation{suffix}.png")
         save_grids(out, [("decoded g(z(t))", pair.proposals),
@@ -100,9 +101,10 @@ def sample(args: argparse.Namespace) -> None:
         print(f"wrote {out}", file=sys.stderr)
         return
     batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
+    check_sampling_memory(args.n, run.cfg.model)
     pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
                             progress=not args.no_progress)
-    images = np.clip(pair.revised, -1.0, 1.0)
+    images = np.clip(pair.revised, -1.0, 1.0, out=pair.revised)
     out = Path(args.out or run_dir / f"samples{suffix}.npz")
     arrays = {"images": images}
     if args.proposals:
