@@ -933,3 +933,23 @@ def test_evaluate_stops_on_sigterm_in_one_line_writing_nothing(mnist_root, tmp_p
                                     "20"], signal.SIGTERM)
     assert returncode == 143 and err == ["interrupted (SIGTERM)"], err
     assert not list(run.glob("eval*")) and not list(run.glob(".*tmp*"))
+
+
+def test_seeds_out_of_range_and_an_out_folder_are_one_line(tiny_raw, tiny_images, mnist_root,
+                                                           tmp_path, capsys):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    (tmp_path / "folder.npz").mkdir()
+    capsys.readouterr()
+    for tool, argv, message in [
+            (sample_tool, ["--seed", "-1"], "a seed must be in [0, 2^63 - 1], got -1"),
+            (sample_tool, ["--seed", str(2 ** 64)], f"got {2 ** 64}"),
+            (sample_tool, ["--out", str(tmp_path / "folder.npz")], "is a folder"),
+            (evaluate_tool, ["--metrics", "cls_fid", "--out", str(tmp_path / "folder.npz")],
+             "is a folder")]:
+        assert tool.main(["--ckpt", str(run), "--n", "10", "--no-progress", *argv]) == 2
+        assert message in _error_line(capsys)
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--seed",
+                  "-3", "--out", str(tmp_path / "r")) == 2
+    assert "config key 'seed': must be in [0, 2^63 - 1], got -3" in _error_line(capsys)
+    assert not (tmp_path / "r").exists() and not list(run.glob("samples*.*"))

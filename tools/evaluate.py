@@ -180,6 +180,8 @@ def check_request(args: argparse.Namespace, metrics: list[str], loaded: Run | No
         raise UsageError("--n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
     if sum(bool(x) for x in (args.images, args.real, args.untrained, args.ema)) > 1:
         raise UsageError("give at most one of --images, --real, --untrained, --ema")
+    if args.out and Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a folder; name the JSON file to write")
     if "recon" in metrics and loaded is None:
         raise UsageError("recon needs a model: --ckpt RUN_DIR")
     if loaded is None and not (args.images or args.real):

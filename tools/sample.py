@@ -74,6 +74,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.steps is not None and args.steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; name the file to write")
     suffix = ".png" if args.interpolate else ".npz"
     if args.out and Path(args.out).suffix.lower() != suffix:
         what = "--interpolate writes a PNG" if args.interpolate else "samples are written as .npz"

@@ -27,7 +27,7 @@ from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.memory import check_fits
 from ebm_vae.utils.images import grid, save_plots, save_png, to_uint8
-from ebm_vae.utils.runtime import seed_all
+from ebm_vae.utils.runtime import check_seed, seed_all
 
 GRID_ROWS = 8
 OURS = "ours (conditional EBM + cVAE)"  # the revised fill (first of the K); tables read this key
@@ -110,6 +110,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     fills and the diversity (mean pairwise L1 between the K fills in the hole)."""
     if samples < 1:
         raise FillError(f"--samples must be >= 1, got {samples}")
+    check_seed(seed)
     run_dir = Path(run_dir)
     cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True,
                                                  threads=threads)

@@ -17,6 +17,10 @@ class DeviceError(UserError, RuntimeError):
     """The requested device cannot be used."""
 
 
+class SeedError(UserError, ValueError):
+    """A seed out of the range Paddle takes."""
+
+
 class ThreadsError(UserError, ValueError):
     """A bad number of math threads (--threads, $EBM_VAE_THREADS)."""
 
@@ -103,6 +107,17 @@ def configure_runtime(device: str, threads: Optional[int] = None) -> None:
         configure_cpu(threads)
 
 
+MAX_SEED = 2 ** 63 - 1  # seeds are in [0, MAX_SEED] (Paddle refuses negative ones)
+
+
+def check_seed(seed: int) -> None:
+    """A seed out of [0, MAX_SEED] (e.g. a --seed flag) is a one-line SeedError."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SeedError(f"a seed must be in [0, 2^63 - 1], got {seed}")
+
+
 def seed_all(seed: int) -> None:
-    """Seed Paddle's generators (model init, z, Langevin noise, reparameterisation)."""
+    """Seed Paddle's generators (model init, z, Langevin noise, reparameterisation), after
+    `check_seed`."""
+    check_seed(seed)
     paddle.seed(seed)
