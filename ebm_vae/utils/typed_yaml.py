@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, List, Literal
@@ -57,6 +58,16 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return f"{getattr(err, 'problem', None) or str(err).splitlines()[0]}{where}"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 80, 80
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut short (a value an alias bomb built stays a short line, made at once)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def require(ok: bool, key: str, msg: str) -> None:
     """Raise ConfigError naming `key` unless `ok`."""
     if not ok:
@@ -77,19 +88,19 @@ def convert(value: Any, tp: Any, key: str) -> Any:
                 pass
         return convert(value, options[-1], key)
     if origin is Literal:
-        require(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        require(value in args, key, f"must be one of {list(args)}, got {shown(value)}")
         return value
     if origin in (list, List):
-        require(isinstance(value, list), key, f"must be a list, got {value!r}")
+        require(isinstance(value, list), key, f"must be a list, got {shown(value)}")
         return [convert(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if tp is bool:
-        require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        require(isinstance(value, bool), key, f"must be true or false, got {shown(value)}")
         return value
     if tp is int:
         require(isinstance(value, int) and not isinstance(value, bool), key,
-                 f"must be an integer, got {value!r}")
+                 f"must be an integer, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -98,11 +109,11 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         require(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-                 f"must be a number, got {value!r}")
-        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
+                 f"must be a number, got {shown(value)}")
+        require(math.isfinite(value), key, f"must be a finite number, got {shown(value)}")
         return float(value)
     if tp is str:
-        require(isinstance(value, str), key, f"must be a string, got {value!r}")
+        require(isinstance(value, str), key, f"must be a string, got {shown(value)}")
         return value
     raise TypeError(f"unsupported config type {tp} at {key}")
 
@@ -111,7 +122,7 @@ def build(cls: type, raw: Any, key: str = "") -> Any:
     """Validate the mapping `raw` into the dataclass `cls` (recursively), naming the dotted key
     of every unknown, missing or mistyped value; `key` is the prefix of `raw` itself."""
     prefix = f"{key}." if key else ""
-    require(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {raw!r}")
+    require(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in raw:
