@@ -736,3 +736,12 @@ def test_fills_that_would_not_fit_in_memory_are_refused_first(trained_run, tmp_p
     assert len(err) == 1 and err[0].startswith(f"error: {10 ** 8} fills of a 16x16 picture"), err
     assert "of memory, but" in err[0] and "is free" in err[0] and "--samples" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "mask.png"]
+
+
+def test_eval_and_fill_refuse_counts_below_their_range(tmp_path, capsys):
+    for argv, message in [(["eval", "--ckpt", str(tmp_path), "--limit", "-2"], "--limit must be >= 1"),
+                          (["fill", "--ckpt", str(tmp_path), "--image", "a", "--mask", "b", "--out",
+                            "c.png", "--steps", "-1"], "--steps must be >= 0")]:
+        assert complete_tool.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -953,3 +953,21 @@ def test_seeds_out_of_range_and_an_out_folder_are_one_line(tiny_raw, tiny_images
                   "-3", "--out", str(tmp_path / "r")) == 2
     assert "config key 'seed': must be in [0, 2^63 - 1], got -3" in _error_line(capsys)
     assert not (tmp_path / "r").exists() and not list(run.glob("samples*.*"))
+
+
+def test_counts_that_cannot_work_are_one_line(tiny_raw, tiny_images, mnist_root, tmp_path,
+                                              capsys):
+    """Chains that cannot be allocated (Paddle's own out-of-memory error, for real), and counts
+    below 1 that would silently mean "all but the last N"."""
+    out = tmp_path / "big"
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--set",
+                  f"train.num_chains={10 ** 12}", "--out", str(out), "--max-iters", "1") == 2
+    line = _error_line(capsys)
+    assert line.startswith("error: iteration 1: ") and "Lower train.num_chains" in line, line
+    assert checkpoint_iteration(out) is None
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    capsys.readouterr()
+    for flag in ("--recon-n", "--reference-n", "--batch-size"):
+        assert evaluate_tool.main(["--ckpt", str(run), flag, "-5"]) == 2
+        assert f"{flag} must be >= 1, got -5" in _error_line(capsys)

@@ -137,7 +137,17 @@ def run_folder(args: argparse.Namespace) -> Path | None:
     return split_checkpoint(args.ckpt)[0] if args.ckpt else None
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse counts below 1 (a negative one would silently mean "all but the last N")."""
+    for flag in ("recon_n", "reference_n", "batch_size", "steps"):
+        value = getattr(args, flag)
+        low = 0 if flag == "steps" else 1
+        if value is not None and value < low:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_counts(args)
     loaded = open_run(args)
     cfg = loaded.cfg if loaded else None
     dataset = args.stats or (cfg.data.name if cfg else args.dataset)

@@ -16,7 +16,7 @@ from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import Models
 from ebm_vae.core.teach import revise
-from ebm_vae.utils.memory import check_fits
+from ebm_vae.utils.memory import NotEnoughMemory, check_fits
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.runtime import seed_all
 
@@ -41,6 +41,18 @@ def check_sampling_memory(n: int, model: Any, flag: str = "n") -> None:
                f"draw fewer (--{flag}), e.g. in several runs with other --seed values")
 
 
+def _revised_batch(models: Models, chains: int, latent_dim: int, lv: LangevinConfig
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(g(z), revised) of one batch; a batch too large for the device's memory is one line."""
+    try:
+        x_hat, x_tilde = revise(models, chains, latent_dim, lv)
+        return x_hat.numpy(), x_tilde.numpy()
+    except MemoryError as err:  # Paddle's ResourceExhausted
+        why = (str(err).strip().splitlines() or ["out of memory"])[0].rstrip(".")
+        raise NotEnoughMemory(f"a batch of {chains} chains: {why}; lower the batch size "
+                              "(--batch-size)") from None
+
+
 def ancestral_sample(models: Models, n: int, latent_dim: int, lv: LangevinConfig,
                      batch_size: int, progress: bool = True) -> Pair:
     """n samples z ~ N(0, I) -> g_alpha(z) -> `lv.steps` Langevin steps, `batch_size` at a time
@@ -50,8 +62,7 @@ def ancestral_sample(models: Models, n: int, latent_dim: int, lv: LangevinConfig
     bar = Progress(n, desc="sampling", enabled=progress)
     pair, done = None, 0
     while done < n:
-        x_hat, x_tilde = revise(models, min(batch_size, n - done), latent_dim, lv)
-        x_hat, x_tilde = x_hat.numpy(), x_tilde.numpy()
+        x_hat, x_tilde = _revised_batch(models, min(batch_size, n - done), latent_dim, lv)
         if pair is None:
             pair = Pair(*(np.empty((n, *x.shape[1:]), x.dtype) for x in (x_hat, x_tilde)))
         pair.proposals[done:done + len(x_hat)] = x_hat
