@@ -755,7 +755,7 @@ def test_a_reader_chooses_again_when_the_trainer_removes_its_checkpoint(tiny_raw
 
 
 def test_sampling_a_run_while_it_writes_a_checkpoint_every_moment(tiny_raw, tmp_path, capsys):
-    """A writer thread writes checkpoints as fast as it can (each removes the one before); the
+    """A writer thread writes a checkpoint every few milliseconds (each removes the one before); the
     sample tool and the readers of the library read the run all along without an error."""
     import threading
     run, nets = _tiny_run_folder(tiny_raw, tmp_path)
@@ -764,7 +764,7 @@ def test_sampling_a_run_while_it_writes_a_checkpoint_every_moment(tiny_raw, tmp_
 
     def writer():
         it = 1
-        while not done.is_set():
+        while not done.wait(0.005):  # a trainer writes a checkpoint every few milliseconds
             it += 1
             try:
                 checkpoints.write_checkpoint(run, it, nets)
@@ -841,6 +841,9 @@ def test_no_checkpoint_best_or_export_holds_a_weight_that_is_not_finite(tiny_raw
     capsys.readouterr()
     assert convert_tool.main([str(bad), "--weights-only", str(tmp_path / "w")]) == 2
     assert "ebm weight" in _error_line(capsys) and not (tmp_path / "w").exists()
+    assert sample_tool.main(["--ckpt", str(bad), "--n", "2", "--no-progress"]) == 2
+    assert f"so {bad} cannot be used: take an earlier checkpoint" in _error_line(capsys)
+    assert not list(run.glob("samples*.*"))
 
 
 @pytest.mark.parametrize("text, key, lines", [

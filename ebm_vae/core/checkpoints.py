@@ -82,11 +82,11 @@ def checkpoint_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = []
-    for p in folder.iterdir():
-        m = _DIR_RE.match(p.name)
-        if m and (p / STATE_FILE).is_file():
-            found.append((int(m.group(1)), p))
+    for _ in range(5):  # none complete, but iter_* listed: a trainer moved on meanwhile; again
+        listed = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _DIR_RE.match(p.name))]
+        found = [(it, p) for it, p in listed if (p / STATE_FILE).is_file()]
+        if found or not listed:
+            break
     return sorted(found)
 
 
@@ -181,7 +181,7 @@ def _write_folder(target: Path, objects: dict[str, Any], states: Optional[dict[s
             state = states[name] if states is not None else obj.state_dict()
             files[name] = file_name(name, obj)
             if files[name].endswith(".pdparams"):
-                check_finite(state, name, target)
+                check_finite(state, name, f"so {target} was not written")
             write_bytes(tmp / files[name], tensor_bytes(state))
         write_text(tmp / STATE_FILE, json.dumps({"format": FORMAT, **meta, "files": files},
                                                 indent=1) + "\n")

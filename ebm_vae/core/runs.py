@@ -90,8 +90,12 @@ def read_networks(path: str | Path, averaged: bool = False
     """The three networks' state dicts and their iteration (None: unknown) from a run folder
     (its newest checkpoint, chosen again if a trainer removes it meanwhile), one checkpoint
     folder, or shipped weights beside a config.yaml. `averaged`: the checkpoint's weight average
-    (`ema_*.pdparams`) in their place."""
-    return read_newest(path, lambda run_dir, found: _read_networks(run_dir, found, averaged))
+    (`ema_*.pdparams`) in their place. Weights that are not finite are refused (NonFiniteWeights)."""
+    states, iteration = read_newest(path, lambda run_dir, found: _read_networks(run_dir, found,
+                                                                                averaged))
+    for name in NETWORKS:  # weights that training let diverge are never used (nor exported)
+        check_finite(states[name], name, f"so {path} cannot be used: take an earlier checkpoint")
+    return states, iteration
 
 
 def _read_networks(run_dir: Path, found: Optional[Path], averaged: bool
@@ -145,8 +149,6 @@ def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = Fa
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
     states, iteration = read_networks(path, averaged)
-    for name in NETWORKS:
-        check_finite(states[name], name, out_dir)
     for name in NETWORKS:
         write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(states[name]))
     info = {"iteration": iteration, **({"ema": True} if averaged else {})}

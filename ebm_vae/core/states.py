@@ -26,12 +26,13 @@ def _finite(value: Any) -> bool:
     return not np.issubdtype(array.dtype, np.floating) or bool(np.isfinite(array).all())
 
 
-def check_finite(state: dict, name: str, target: Any) -> None:
-    """Raise NonFiniteWeights naming the first tensor of the network `name` that is not finite."""
+def check_finite(state: dict, name: str, consequence: str) -> None:
+    """Raise NonFiniteWeights naming the first tensor of the network `name` that is not finite,
+    then `consequence` (e.g. "so X was not written")."""
     for key, value in state.items():
         if hasattr(value, "shape") and not _finite(value):
-            raise NonFiniteWeights(f"{name} weight '{key}' holds NaN or infinite values, so "
-                                   f"{target} was not written")
+            raise NonFiniteWeights(f"{name} weight '{key}' holds NaN or infinite values, "
+                                   f"{consequence}")
 
 
 # ---------------------------------------------------------------------------------------------
