@@ -8,8 +8,7 @@ from typing import List, Literal, Optional
 
 from ebm_vae.core.config import (ConvLayer, EncoderConfig, LangevinConfig, SampleConfig,
                                  TrainConfig, check_learning)
-from ebm_vae.utils.runtime import MAX_SEED
-from ebm_vae.utils.typed_yaml import build, load_raw, require
+from ebm_vae.utils.typed_yaml import MAX_SEED, build, load_raw, require
 
 
 @dataclass(frozen=True)

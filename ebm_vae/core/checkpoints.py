@@ -342,19 +342,19 @@ def _iteration(folder: Path, meta: dict) -> int:
 
 
 def read_checkpoint(path: str | Path, names: Iterable[str] = ()) -> dict:
-    """{"iteration": int, "meta": state.json, "modules": {name: state dict}} from a checkpoint
-    folder or a run folder (its newest checkpoint, see `read_newest`). `names`: the states to
+    """{"iteration": int, "folder": the folder read, "meta": state.json, "modules": {name: state
+    dict}} from a checkpoint folder or a run folder (its newest checkpoint, see `read_newest`). `names`: the states to
     read (default: all the checkpoint has)."""
     path, names = Path(path), list(names)
     if not path.is_dir() or (path / STATE_FILE).is_file():  # a state folder (or nothing)
         state = read_folder(path, names)
-        return {"iteration": _iteration(path, state["meta"]), **state}
+        return {"iteration": _iteration(path, state["meta"]), "folder": path, **state}
 
     def read(run_dir: Path, found: Optional[Path]) -> dict:
         if found is None:
             raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
         state = read_folder(found, names)
-        return {"iteration": _iteration(found, state["meta"]), **state}
+        return {"iteration": _iteration(found, state["meta"]), "folder": found, **state}
     return read_newest(path, read)
 
 
@@ -369,7 +369,7 @@ def load_checkpoint_into(found: str | Path, objects: dict[str, Any]) -> int:
     newest of a run folder into `objects` (networks and optimisers), exactly; returns its
     iteration."""
     state = read_checkpoint(found, objects)
-    load_layer_states(objects, state["modules"], str(found))
+    load_layer_states(objects, state["modules"], str(state["folder"]))
     return state["iteration"]
 
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union
 
-from ebm_vae.utils.runtime import MAX_SEED
-from ebm_vae.utils.typed_yaml import build, dump_yaml, load_raw, require
+from ebm_vae.utils.typed_yaml import MAX_SEED, build, dump_yaml, load_raw, require
 
 
 @dataclass(frozen=True)

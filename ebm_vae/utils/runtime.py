@@ -11,6 +11,7 @@ from typing import Optional
 import paddle
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.typed_yaml import MAX_SEED
 
 
 class DeviceError(UserError, RuntimeError):
@@ -105,9 +106,6 @@ def configure_runtime(device: str, threads: Optional[int] = None) -> None:
     set_device(device)
     if device == "cpu":
         configure_cpu(threads)
-
-
-MAX_SEED = 2 ** 63 - 1  # seeds are in [0, MAX_SEED] (Paddle refuses negative ones)
 
 
 def check_seed(seed: int) -> None:

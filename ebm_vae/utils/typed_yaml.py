@@ -18,6 +18,9 @@ from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import write_text
 
 
+MAX_SEED = 2 ** 63 - 1  # seeds (config keys and flags) are in [0, MAX_SEED]; Paddle refuses < 0
+
+
 class ConfigError(UserError, ValueError):
     """A configuration key is unknown, missing, of the wrong type or out of range."""
 
