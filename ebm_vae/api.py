@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 
 from ebm_vae.core.runs import Run, open_run
-from ebm_vae.core.sampling import ancestral_sample, with_steps
+from ebm_vae.core.sampling import ancestral_sample, check_sampling_memory, with_steps
 from ebm_vae.utils.runtime import set_device
 from ebm_vae.utils.typed_yaml import ConfigError
 
@@ -48,6 +48,7 @@ def sample(run: Run, n: int = 64, steps: Optional[int] = None, seed: Optional[in
     if n < 1 or steps < 0 or batch_size < 1:
         raise ConfigError(f"need n >= 1, steps >= 0 and batch_size >= 1, got {n}, {steps}, "
                           f"{batch_size}")
+    check_sampling_memory(n, run.cfg.model)
     if seed is not None:
         paddle.seed(seed)
     pair = ancestral_sample(run.models, n, run.cfg.model.latent_dim,

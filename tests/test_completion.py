@@ -703,3 +703,50 @@ def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_pat
                      images=rand_images(6, size=8), progress=False)
     with pytest.raises(FillError, match=r"\(3, 8, 8\)"):
         evaluate(run, tmp_path / "ev8", uncond_dir=tmp_path / "gen8")
+
+
+def test_a_phone_picture_is_filled_as_it_is_shown(trained_run, tmp_path, capsys):
+    """A JPEG stored 16 wide x 24 high with EXIF orientation 6 (shown 24x16) and a mask drawn on
+    the picture as shown: the fill reads both as shown and writes the fill the same way."""
+    _, run = trained_run
+    stored = np.zeros((24, 16, 3), np.uint8)
+    stored[:4] = 255  # the stored top rows: the right-hand columns once shown
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    im.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    shown = np.asarray(Image.open(tmp_path / "phone.jpg").transpose(Image.Transpose.ROTATE_270))
+    hole = np.zeros((16, 24), np.uint8)
+    hole[4:10, 2:9] = 255  # on the left, where the picture is dark
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    assert complete_tool.main(["fill", "--ckpt", str(run), "--image", str(tmp_path / "phone.jpg"),
+                               "--mask", str(tmp_path / "mask.png"), "--out",
+                               str(tmp_path / "out.png"), "--resize", "--threads", "1"]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (16, 24, 3)
+    np.testing.assert_array_equal(out[hole == 0], shown[hole == 0])
+    assert out[:, -4:].min() > 200 and out[:, :2].max() < 50  # white on the right, as shown
+
+
+def test_fills_that_would_not_fit_in_memory_are_refused_first(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in.png")
+    hole = np.zeros((16, 16), np.uint8)
+    hole[4:8, 4:8] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
+    assert complete_tool.main(["fill", "--ckpt", str(run), "--image", str(tmp_path / "in.png"),
+                               "--mask", str(tmp_path / "mask.png"), "--out",
+                               str(tmp_path / "out.png"), "--samples", str(10 ** 8)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {10 ** 8} fills of a 16x16 picture"), err
+    assert "of memory, but" in err[0] and "is free" in err[0] and "--samples" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "mask.png"]
+
+
+def test_eval_and_fill_refuse_counts_below_their_range(tmp_path, capsys):
+    for argv, message in [(["eval", "--ckpt", str(tmp_path), "--limit", "-2"], "--limit must be >= 1"),
+                          (["fill", "--ckpt", str(tmp_path), "--image", "a", "--mask", "b", "--out",
+                            "c.png", "--steps", "-1"], "--steps must be >= 0")]:
+        assert complete_tool.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from ebm_vae.core.config import config_from_dict, dump_config, load_config
-from ebm_vae.utils.typed_yaml import ConfigError
+from ebm_vae.core.config import Config, config_from_dict, dump_config, load_config
+from ebm_vae.utils.typed_yaml import ConfigError, build, load_raw
+from tests.conftest import TINY
 
 
 def test_experiment_files_load():
@@ -69,3 +70,19 @@ def test_bad_files(tmp_path):
         load_config(tmp_path / "loop.yaml")
     with pytest.raises(ConfigError, match="dotted.key=value"):
         load_config("experiments/mnist.yaml", ["train.gamma"])
+
+
+def test_an_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
+    """Nine levels of nine-fold YAML aliases (9^10 strings if expanded): the loader shares them,
+    and the error shows the value cut short instead of writing it out."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines + ["seed: *a9"]) + "\n")
+    raw = load_raw(tmp_path / "bomb.yaml")
+    del raw["a0"]
+    for i in range(1, 10):
+        del raw[f"a{i}"]
+    with pytest.raises(ConfigError) as err:
+        build(Config, {**TINY, "seed": raw["seed"]})
+    assert "config key 'seed': must be an integer, got [[[" in str(err.value)
+    assert len(str(err.value)) < 300

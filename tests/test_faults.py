@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -30,7 +31,7 @@ from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, chec
                                       latest_checkpoint, read_checkpoint)
 from ebm_vae.core.legacy import read_pickle
 from ebm_vae.core.record import read_log
-from ebm_vae.core.states import CheckpointError
+from ebm_vae.core.states import CheckpointError, NonFiniteWeights
 from ebm_vae.core.generation import train_generation
 from ebm_vae.core.stopping import TrainingError
 from ebm_vae.errors import Stopped, UserError
@@ -718,3 +719,258 @@ def test_signals_during_the_updates_let_the_iteration_finish(tiny_raw, tiny_imag
         _run(tiny_raw, tiny_images, run, 6)
     assert checkpoint_iteration(run) == 3
     assert_same_states(run, tmp_path / "ref3")
+
+
+# ------------------------------------------------------------------------------------------
+# Live runs, numbers that are not finite, duplicate keys, signals on every tool, memory
+
+def _tiny_run_folder(tiny_raw, tmp_path: Path) -> tuple[Path, dict]:
+    """A run folder with config.yaml (no checkpoint yet) and the networks it describes."""
+    run = tmp_path / "live"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny_raw))
+    models = runs.build_models(config_from_dict(tiny_raw).model)
+    return run, dict(models._asdict())
+
+
+def test_a_reader_chooses_again_when_the_trainer_removes_its_checkpoint(tiny_raw, tmp_path,
+                                                                        monkeypatch):
+    """The checkpoint a reader chose is replaced (next one written, it removed) between the
+    choice and the read: the reader takes the newest again."""
+    run, nets = _tiny_run_folder(tiny_raw, tmp_path)
+    checkpoints.write_checkpoint(run, 1, nets)
+    real, writes = checkpoints.read_folder, [1]
+
+    def writer_in_between(folder, names=()):
+        if writes[0] < 4:  # three times: the trainer moves on just after the reader chose
+            writes[0] += 1
+            checkpoints.write_checkpoint(run, writes[0], nets)
+        return real(folder, names)
+
+    monkeypatch.setattr(checkpoints, "read_folder", writer_in_between)
+    assert runs.open_run(run).iteration == 4
+    assert read_checkpoint(run)["iteration"] == 4
+    with pytest.raises(CheckpointError, match="state.json not found"):  # named: no retry
+        runs.open_run(run / "checkpoints" / "iter_0000001")
+
+
+def test_sampling_a_run_while_it_writes_a_checkpoint_every_moment(tiny_raw, tmp_path, capsys):
+    """A writer thread writes a checkpoint every few milliseconds (each removes the one before); the
+    sample tool and the readers of the library read the run all along without an error."""
+    import threading
+    run, nets = _tiny_run_folder(tiny_raw, tmp_path)
+    checkpoints.write_checkpoint(run, 1, nets)
+    done, errors = threading.Event(), []
+
+    def writer():
+        it = 1
+        while not done.wait(0.005):  # a trainer writes a checkpoint every few milliseconds
+            it += 1
+            try:
+                checkpoints.write_checkpoint(run, it, nets)
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+                return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for i in range(4):
+            assert sample_tool.main(["--ckpt", str(run), "--n", "2", "--steps", "1", "--threads",
+                                     "1", "--no-progress", "--out", str(tmp_path / f"{i}.npz")]) == 0
+            runs.export_weights(run, tmp_path / "export")
+        for _ in range(60):
+            assert read_checkpoint(run)["iteration"] >= 1 and runs.open_run(run).iteration >= 1
+    finally:
+        done.set()
+        thread.join()
+    assert not errors and "error" not in capsys.readouterr().err
+    assert len(checkpoints.checkpoint_dirs(run)) == 1
+
+
+@pytest.mark.parametrize("override", ["train.lr_ebm=1e400", "train.lr_ebm=-.inf",
+                                      "langevin.step_size=.nan", "train.gamma=1.0e+999"])
+def test_numbers_that_are_not_finite_are_refused_naming_the_key(override, mnist_root, tmp_path,
+                                                                capsys):
+    out = tmp_path / "run"
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--set",
+                  override, "--out", str(out)) == 2
+    line = _error_line(capsys)
+    assert f"config key '{override.split('=')[0]}': must be a finite number" in line, line
+    assert not out.exists()
+    raw = yaml.safe_load(_config_file(tmp_path).read_text())
+    text = _config_file(tmp_path).read_text().replace(f"lr_ebm: {raw['train']['lr_ebm']}",
+                                                      "lr_ebm: .inf")
+    (tmp_path / "inf.yaml").write_text(text)
+    assert _train("-c", str(tmp_path / "inf.yaml"), "--out", str(out)) == 2
+    assert "config key 'train.lr_ebm': must be a finite number, got inf" in _error_line(capsys)
+
+
+def test_no_checkpoint_best_or_export_holds_a_weight_that_is_not_finite(tiny_raw, tiny_images,
+                                                                       tmp_path, monkeypatch,
+                                                                       capsys):
+    """The EBM's weights become NaN in iteration 3 (its losses stay finite): the checkpoint of
+    iteration 4 is refused and the run stops in one line; the one of iteration 2 stays."""
+    import ebm_vae.core.generation as gen
+    real, calls = gen.GenerationTask.learn, [0]
+
+    def learn(self, drawn):
+        out = real(self, drawn)
+        calls[0] += 1
+        if calls[0] == 3:
+            weight = next(iter(self.models.ebm.parameters()))
+            weight.set_value(paddle.full(weight.shape, float("nan")))
+        return out
+
+    monkeypatch.setattr(gen.GenerationTask, "learn", learn)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as err:
+        _run(tiny_raw, tiny_images, run, 6)
+    assert "holds NaN or infinite values" in str(err.value) and "ebm weight" in str(err.value)
+    assert f"newest checkpoint {run / 'checkpoints' / 'iter_0000002'} is unchanged" in str(err.value)
+    assert checkpoint_iteration(run) == 2 and not list((run / "checkpoints").glob(".*"))
+    assert all(np.isfinite(v).all() for v in checkpoint_states(run).values())
+    nets = {"ebm": runs.build_models(config_from_dict(tiny_raw).model).ebm}
+    next(iter(nets["ebm"].parameters())).set_value(paddle.full([4, 1, 3, 3], float("inf")))
+    with pytest.raises(NonFiniteWeights):
+        checkpoints.write_best(run, 3, nets, "score", 1.0)
+    assert not list((run / "checkpoints").glob("best*"))
+    bad = run / "checkpoints" / "iter_0000003"  # a checkpoint written before this check existed
+    shutil.copytree(latest_checkpoint(run), bad)
+    paddle.save(nets["ebm"].state_dict(), str(bad / "ebm.pdparams"))
+    capsys.readouterr()
+    assert convert_tool.main([str(bad), "--weights-only", str(tmp_path / "w")]) == 2
+    assert "ebm weight" in _error_line(capsys) and not (tmp_path / "w").exists()
+    assert sample_tool.main(["--ckpt", str(bad), "--n", "2", "--no-progress"]) == 2
+    assert f"so {bad} cannot be used: take an earlier checkpoint" in _error_line(capsys)
+    assert not list(run.glob("samples*.*"))
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("seed: 1\nseed: 2\n", "seed", (1, 2)),
+    ("train:\n  lr_ebm: 0.1\n  gamma: 2\n  lr_ebm: 0.2\n", "lr_ebm", (2, 4)),
+    ("model:\n  decoder:\n    layers:\n    - {channels: 4, channels: 8}\n", "channels", (4, 4))])
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(text, key, lines, mnist_root,
+                                                               tmp_path, capsys):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text(f"base: {_config_file(tmp_path).name}\n{text}")
+    assert _train("-c", str(cfg), "--data-root", str(mnist_root), "--out",
+                  str(tmp_path / "r")) == 2
+    line = _error_line(capsys)
+    assert f"{cfg} is not valid YAML: key '{key}' is given twice, on lines " \
+           f"{lines[0] + 1} and {lines[1] + 1}" in line, line
+    assert not (tmp_path / "r").exists()
+    assert _train("-c", str(_config_file(tmp_path)), "--set", "train={gamma: 1, gamma: 2}",
+                  "--out", str(tmp_path / "r")) == 2
+    assert "key 'gamma' is given twice" in _error_line(capsys)
+
+
+def test_out_naming_a_file_is_one_line_and_the_file_is_kept(mnist_root, tmp_path, capsys):
+    for out in (tmp_path / "file", tmp_path / "file" / "below"):
+        (tmp_path / "file").write_text("mine")
+        assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root),
+                      "--out", str(out), "--max-iters", "1") == 2
+        assert f"{out} cannot be a run folder: {tmp_path / 'file'} is a file" in _error_line(capsys)
+        assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_request_that_cannot_fit_in_memory_is_refused_first(tiny_raw, tiny_images, tmp_path,
+                                                              capsys):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    capsys.readouterr()
+    for tool, argv in [(sample_tool, ["--n", str(10 ** 11)]),
+                       (sample_tool, ["--interpolate", "--pairs", str(10 ** 6), "--points",
+                                      str(10 ** 5)]),
+                       (evaluate_tool, ["--n", str(10 ** 11), "--metrics", "cls_fid"])]:
+        assert tool.main(["--ckpt", str(run), *argv]) == 2
+        line = _error_line(capsys)
+        assert re.search(r"samples of 1x8x8 \(with their proposals, float32\) would take [\d.]+ "
+                         r"GB of memory, but [\d.]+ [GM]B is free; nothing was started", line), line
+    assert not list(run.glob("samples*.*")) and not list(run.glob("interpolation*"))
+    assert not list(run.glob("eval*"))
+    import ebm_vae
+    with pytest.raises(UserError, match="would take"):
+        ebm_vae.sample(runs.open_run(run), n=10 ** 11)
+
+
+def _stop_a_tool(argv: list[str], sig: int) -> tuple[int, list[str]]:
+    """Start a tool (`argv` after the interpreter), send it `sig` once its sampling progress
+    bar has printed its first line, and return (exit code, its stderr lines without Python's
+    warnings)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EBM_VAE_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("sampling ["):
+            break
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=60)
+    lines += rest.splitlines()
+    return proc.returncode, [x for x in lines if "Warning" not in x and "warnings.warn" not in x
+                             and not x.startswith("sampling [")]
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"),
+                                             (signal.SIGINT, 130, "Ctrl-C")])
+def test_sample_tool_stops_on_a_signal_in_one_line_writing_nothing(sig, code, name, tiny_raw,
+                                                                   tiny_images, tmp_path):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    returncode, err = _stop_a_tool(["tools/sample.py", "--ckpt", str(run), "--n", "100000",
+                                    "--batch-size", "1", "--steps", "20"], sig)
+    assert returncode == code and err == [f"interrupted ({name}): nothing was written"], err
+    assert not list(run.glob(".*tmp*")) and not list(run.glob("samples*.npz"))
+
+
+def test_evaluate_stops_on_sigterm_in_one_line_writing_nothing(mnist_root, tmp_path):
+    from ebm_vae.eval.evaluate import train_and_save_classifier
+    run = tmp_path / "run"
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--out",
+                  str(run), "--max-iters", "1") == 0
+    train_and_save_classifier(run / "classifier", "mnist", str(mnist_root), 1, progress=False)
+    returncode, err = _stop_a_tool(["tools/evaluate.py", "--ckpt", str(run), "--metrics",
+                                    "cls_fid", "--n", "100000", "--batch-size", "1", "--steps",
+                                    "20"], signal.SIGTERM)
+    assert returncode == 143 and err == ["interrupted (SIGTERM)"], err
+    assert not list(run.glob("eval*")) and not list(run.glob(".*tmp*"))
+
+
+def test_seeds_out_of_range_and_an_out_folder_are_one_line(tiny_raw, tiny_images, mnist_root,
+                                                           tmp_path, capsys):
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    (tmp_path / "folder.npz").mkdir()
+    capsys.readouterr()
+    for tool, argv, message in [
+            (sample_tool, ["--seed", "-1"], "a seed must be in [0, 2^63 - 1], got -1"),
+            (sample_tool, ["--seed", str(2 ** 64)], f"got {2 ** 64}"),
+            (sample_tool, ["--out", str(tmp_path / "folder.npz")], "is a folder"),
+            (evaluate_tool, ["--metrics", "cls_fid", "--out", str(tmp_path / "folder.npz")],
+             "is a folder")]:
+        assert tool.main(["--ckpt", str(run), "--n", "10", "--no-progress", *argv]) == 2
+        assert message in _error_line(capsys)
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--seed",
+                  "-3", "--out", str(tmp_path / "r")) == 2
+    assert "config key 'seed': must be in [0, 2^63 - 1], got -3" in _error_line(capsys)
+    assert not (tmp_path / "r").exists() and not list(run.glob("samples*.*"))
+
+
+def test_counts_that_cannot_work_are_one_line(tiny_raw, tiny_images, mnist_root, tmp_path,
+                                              capsys):
+    """Chains that cannot be allocated (Paddle's own out-of-memory error, for real), and counts
+    below 1 that would silently mean "all but the last N"."""
+    out = tmp_path / "big"
+    assert _train("-c", str(_config_file(tmp_path)), "--data-root", str(mnist_root), "--set",
+                  f"train.num_chains={10 ** 12}", "--out", str(out), "--max-iters", "1") == 2
+    line = _error_line(capsys)
+    assert line.startswith("error: iteration 1: ") and "Lower train.num_chains" in line, line
+    assert checkpoint_iteration(out) is None
+    run = tmp_path / "run"
+    _run(tiny_raw, tiny_images, run, 2)
+    capsys.readouterr()
+    for flag in ("--recon-n", "--reference-n", "--batch-size"):
+        assert evaluate_tool.main(["--ckpt", str(run), flag, "-5"]) == 2
+        assert f"{flag} must be >= 1, got -5" in _error_line(capsys)

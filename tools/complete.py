@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
 from ebm_vae.completion.l2_unet import train_l2_unet
+from ebm_vae.completion.masks import FillError
 from ebm_vae.completion.networks import build_conditional_models
 from ebm_vae.completion.train import export_completion, train_completion
 from ebm_vae.core.runs import model_shapes
@@ -42,7 +43,16 @@ def _train(args: argparse.Namespace) -> None:
     print(f"done: {run_dir}", file=sys.stderr)
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse a --steps below 0 or a --limit below 1 (a negative one: "all but the last N")."""
+    if args.steps is not None and args.steps < 0:
+        raise FillError(f"--steps must be >= 0, got {args.steps}")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise FillError(f"--limit must be >= 1, got {args.limit}")
+
+
 def _eval(args: argparse.Namespace) -> None:
+    _check_counts(args)
     out = args.out or Path(args.ckpt) / "eval"
     report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
                       args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
@@ -77,6 +87,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _fill(args: argparse.Namespace) -> None:
+    _check_counts(args)
     fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps,
               args.samples, args.threads)
     out = Path(args.out)

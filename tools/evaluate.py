@@ -30,6 +30,7 @@ from ebm_vae.core.checkpoints import output_place, split_checkpoint
 
 from ebm_vae.core.config import Config
 from ebm_vae.core.runs import Run, load_run
+from ebm_vae.core.sampling import check_sampling_memory
 from ebm_vae.errors import UserError
 from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, classifier_path, evaluate, parse_metrics,
                                    prerequisites, real_sets, sample_file_sets,
@@ -136,7 +137,17 @@ def run_folder(args: argparse.Namespace) -> Path | None:
     return split_checkpoint(args.ckpt)[0] if args.ckpt else None
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse counts below 1 (a negative one would silently mean "all but the last N")."""
+    for flag in ("recon_n", "reference_n", "batch_size", "steps"):
+        value = getattr(args, flag)
+        low = 0 if flag == "steps" else 1
+        if value is not None and value < low:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_counts(args)
     loaded = open_run(args)
     cfg = loaded.cfg if loaded else None
     dataset = args.stats or (cfg.data.name if cfg else args.dataset)
@@ -179,10 +190,14 @@ def check_request(args: argparse.Namespace, metrics: list[str], loaded: Run | No
         raise UsageError("--n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
     if sum(bool(x) for x in (args.images, args.real, args.untrained, args.ema)) > 1:
         raise UsageError("give at most one of --images, --real, --untrained, --ema")
+    if args.out and Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a folder; name the JSON file to write")
     if "recon" in metrics and loaded is None:
         raise UsageError("recon needs a model: --ckpt RUN_DIR")
     if loaded is None and not (args.images or args.real):
         raise UsageError("nothing to evaluate: give --ckpt RUN_DIR, --images NPZ or --real SPLIT")
+    if loaded is not None and not (args.images or args.real) and set(metrics) - {"recon"}:
+        check_sampling_memory(args.n, loaded.cfg.model)  # before any prerequisite is computed
     return ("file" if args.images else f"real_{args.real}" if args.real else
             "untrained" if args.untrained else "ema" if args.ema else "model")
 

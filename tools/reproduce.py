@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_tool(lambda: run(args), "interrupted (Ctrl-C): finished runs and evaluations are "
+    return run_tool(lambda: run(args), "finished runs and evaluations are "
                     "kept; the same command continues from them")
 
 

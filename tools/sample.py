@@ -19,7 +19,7 @@ import numpy as np
 from ebm_vae.core.checkpoints import output_place
 
 from ebm_vae.core.runs import load_run
-from ebm_vae.core.sampling import ancestral_sample, interpolate, with_steps
+from ebm_vae.core.sampling import ancestral_sample, check_sampling_memory, interpolate, with_steps
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.images import save_grids
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    return run_tool(lambda: sample(args), "interrupted: nothing was written")
+    return run_tool(lambda: sample(args), "nothing was written")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -74,6 +74,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.steps is not None and args.steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; name the file to write")
     suffix = ".png" if args.interpolate else ".npz"
     if args.out and Path(args.out).suffix.lower() != suffix:
         what = "--interpolate writes a PNG" if args.interpolate else "samples are written as .npz"
@@ -93,6 +95,7 @@ def sample(args: argparse.Namespace) -> None:
         raise ConfigError("--steps must be >= 0")
     lv = with_steps(run.cfg.langevin, steps)
     if args.interpolate:
+        check_sampling_memory(args.pairs * args.points, run.cfg.model, "pairs and --points")
         pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
         out = Path(args.out or run_dir / f"interpolation{suffix}.png")
         save_grids(out, [("decoded g(z(t))", pair.proposals),
@@ -100,9 +103,10 @@ def sample(args: argparse.Namespace) -> None:
         print(f"wrote {out}", file=sys.stderr)
         return
     batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
+    check_sampling_memory(args.n, run.cfg.model)
     pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
                             progress=not args.no_progress)
-    images = np.clip(pair.revised, -1.0, 1.0)
+    images = np.clip(pair.revised, -1.0, 1.0, out=pair.revised)
     out = Path(args.out or run_dir / f"samples{suffix}.npz")
     arrays = {"images": images}
     if args.proposals:

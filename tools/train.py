@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the optimisers start fresh, so unlike --resume this is not exact")
     args = parser.parse_args(argv)
     # Ctrl-C before training started (data loading): nothing to save
-    return run_tool(lambda: train(args), "interrupted before the first iteration: nothing was saved")
+    return run_tool(lambda: train(args), "nothing was saved (no iteration had finished)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ from typing import List, Literal, Optional
 
 from ebm_vae.core.config import (ConvLayer, EncoderConfig, LangevinConfig, SampleConfig,
                                  TrainConfig, check_learning)
-from ebm_vae.utils.typed_yaml import build, load_raw, require
+from ebm_vae.utils.typed_yaml import MAX_SEED, build, load_raw, require
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ def completion_config_from_dict(raw: dict) -> CompletionConfig:
     """Validate a raw mapping into a `CompletionConfig` (same checks as `config_from_dict`)."""
     cfg = build(CompletionConfig, raw, "")
     check_learning(cfg)
+    require(0 <= cfg.eval.seed <= MAX_SEED, "eval.seed",
+            f"must be in [0, 2^63 - 1], got {cfg.eval.seed}")
     m, mask = cfg.model, cfg.mask
     require(cfg.train.ema == 0, "train.ema", "an average of the weights is kept for generation "
              "only; set it to 0 for completion")

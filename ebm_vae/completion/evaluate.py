@@ -29,8 +29,9 @@ from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import completion_metrics
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
+from ebm_vae.utils.memory import check_fits
 from ebm_vae.utils.images import grid, save_plots, save_png, to_uint8
-from ebm_vae.utils.runtime import seed_all
+from ebm_vae.utils.runtime import check_seed, seed_all
 
 GRID_ROWS = 8
 OURS = "ours (conditional EBM + cVAE)"  # the revised fill (first of the K); tables read this key
@@ -119,6 +120,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
     that many seeded holes per image against the real images (completion/quality.py)."""
     if samples < 1 or fid_holes < 0:
         raise FillError(f"--samples must be >= 1 and --fid-holes >= 0, got {samples}, {fid_holes}")
+    check_seed(seed)
     run_dir = Path(run_dir)
     cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True,
                                                  threads=threads)
@@ -263,6 +265,8 @@ def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path
                                                                  resize_mask(mask, s))
     if small_mask.all():
         raise MaskError(f"mask {mask_path} covers the whole image: nothing to condition on")
+    check_fits(2 * samples * image.nbytes, f"{samples} fills of a {w}x{h} picture (float32)",
+               "ask for fewer fills (--samples)")
     seed_all(seed)
     steps = cfg.sample.steps if steps is None else steps
     _, filled = complete_k(models, small, small_mask, samples, cfg.model.latent_dim, steps,

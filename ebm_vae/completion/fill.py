@@ -12,6 +12,7 @@ from ebm_vae.completion.networks import ConditionalModels, condition
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.sampling import with_steps
 from ebm_vae.core.teach import revise
+from ebm_vae.utils.memory import check_fits
 
 
 def complete(models: ConditionalModels, images: np.ndarray, masks: np.ndarray, latent_dim: int,
@@ -51,7 +52,10 @@ def complete_k(models: ConditionalModels, images: np.ndarray, masks: np.ndarray,
                latent_dim: int, steps: int, lv: LangevinConfig, batch_size: int = 64
                ) -> tuple[np.ndarray, np.ndarray]:
     """`k` fills per hole, each with its own z and Langevin noise: (proposals, revised), both
-    [k, N, C, H, W]."""
+    [k, N, C, H, W]. Refused in one line when they would not fit in free memory."""
+    check_fits(4 * k * images.astype(np.float32, copy=False).nbytes,
+               f"{k} fills of {len(images)} images (with their proposals, float32)",
+               "ask for fewer fills (--samples) or images (--limit)")
     runs = [complete(models, images, masks, latent_dim, steps, lv, batch_size, with_proposal=True)
             for _ in range(k)]
     return np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])

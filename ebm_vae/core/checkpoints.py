@@ -29,12 +29,12 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import paddle
 
 from ebm_vae.utils.atomic import WriteError, fsync_dir, write_bytes, write_text
-from ebm_vae.core.states import CheckpointError, file_name, load_layer_states
+from ebm_vae.core.states import CheckpointError, check_finite, file_name, load_layer_states
 
 CHECKPOINTS = "checkpoints"
 LEGACY_CHECKPOINT = "checkpoints/last.ckpt"  # the old format: one pickle of numpy state dicts
@@ -42,6 +42,7 @@ LEGACY_SUFFIX = ".ckpt"  # old single-file checkpoints: last.ckpt, classifier.ck
 STATE_FILE = "state.json"
 FORMAT = 1
 _DIR_RE = re.compile(r"^iter_(\d+)$")
+T = TypeVar("T")
 BEST = "best"  # checkpoints/best: the state with the best in-training score (same format as iter_N)
 
 
@@ -81,11 +82,11 @@ def checkpoint_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = []
-    for p in folder.iterdir():
-        m = _DIR_RE.match(p.name)
-        if m and (p / STATE_FILE).is_file():
-            found.append((int(m.group(1)), p))
+    for _ in range(5):  # none complete, but iter_* listed: a trainer moved on meanwhile; again
+        listed = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _DIR_RE.match(p.name))]
+        found = [(it, p) for it, p in listed if (p / STATE_FILE).is_file()]
+        if found or not listed:
+            break
     return sorted(found)
 
 
@@ -126,6 +127,23 @@ def chosen_checkpoint(path: str | Path) -> tuple[Path, Optional[Path]]:
     return run_dir, found or latest_checkpoint(run_dir)
 
 
+def read_newest(path: str | Path, read: Callable[[Path, Optional[Path]], T], tries: int = 20) -> T:
+    """`read(run folder, checkpoint)` for the checkpoint folder `path` names, else for the newest
+    checkpoint of the run folder `path` (None if it has none). A trainer writing the run removes
+    the older checkpoint once the next one is complete, so when the one chosen goes (its
+    state.json gone) before or while it is read, the newest is chosen again, up to `tries` times."""
+    run_dir, named = split_checkpoint(path)
+    if named is not None:
+        return read(run_dir, named)
+    for attempt in range(tries):
+        found = latest_checkpoint(run_dir)
+        try:
+            return read(run_dir, found)
+        except CheckpointError:
+            if found is None or (found / STATE_FILE).is_file() or attempt == tries - 1:
+                raise
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     return latest_checkpoint(run_dir) is not None
 
@@ -162,6 +180,8 @@ def _write_folder(target: Path, objects: dict[str, Any], states: Optional[dict[s
         for name, obj in objects.items():
             state = states[name] if states is not None else obj.state_dict()
             files[name] = file_name(name, obj)
+            if files[name].endswith(".pdparams"):
+                check_finite(state, name, f"so {target} was not written")
             write_bytes(tmp / files[name], tensor_bytes(state))
         write_text(tmp / STATE_FILE, json.dumps({"format": FORMAT, **meta, "files": files},
                                                 indent=1) + "\n")
@@ -322,37 +342,40 @@ def _iteration(folder: Path, meta: dict) -> int:
 
 
 def read_checkpoint(path: str | Path, names: Iterable[str] = ()) -> dict:
-    """{"iteration": int, "meta": state.json, "modules": {name: state dict}} from a checkpoint
-    folder or a run folder (its newest checkpoint). `names`: the states to read (default: all
-    the checkpoint has)."""
-    path = Path(path)
-    if path.is_dir() and not (path / STATE_FILE).is_file():
-        found = latest_checkpoint(path)
+    """{"iteration": int, "folder": the folder read, "meta": state.json, "modules": {name: state
+    dict}} from a checkpoint folder or a run folder (its newest checkpoint, see `read_newest`). `names`: the states to
+    read (default: all the checkpoint has)."""
+    path, names = Path(path), list(names)
+    if not path.is_dir() or (path / STATE_FILE).is_file():  # a state folder (or nothing)
+        state = read_folder(path, names)
+        return {"iteration": _iteration(path, state["meta"]), "folder": path, **state}
+
+    def read(run_dir: Path, found: Optional[Path]) -> dict:
         if found is None:
-            raise CheckpointError(f"no checkpoint in {path / CHECKPOINTS}")
-        path = found
-    state = read_folder(path, names)
-    return {"iteration": _iteration(path, state["meta"]), **state}
+            raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
+        state = read_folder(found, names)
+        return {"iteration": _iteration(found, state["meta"]), "folder": found, **state}
+    return read_newest(path, read)
 
 
 def checkpoint_iteration(run_dir: str | Path) -> Optional[int]:
     """The iteration of a run's newest checkpoint, None without one (reads only state.json)."""
-    found = latest_checkpoint(run_dir)
-    return None if found is None else _iteration(found, read_meta(found))
+    return read_newest(run_dir, lambda _, found: None if found is None
+                       else _iteration(found, read_meta(found)))
 
 
 def load_checkpoint_into(found: str | Path, objects: dict[str, Any]) -> int:
-    """Load one checkpoint folder (`RUN/checkpoints/iter_N`, `RUN/snapshots/iter_N`, ...) into
-    `objects` (networks and optimisers), exactly; returns its iteration."""
+    """Load one checkpoint folder (`RUN/checkpoints/iter_N`, `RUN/snapshots/iter_N`, ...) or the
+    newest of a run folder into `objects` (networks and optimisers), exactly; returns its
+    iteration."""
     state = read_checkpoint(found, objects)
-    load_layer_states(objects, state["modules"], str(found))
+    load_layer_states(objects, state["modules"], str(state["folder"]))
     return state["iteration"]
 
 
 def load_objects(run_dir: str | Path, objects: dict[str, Any]) -> int:
     """Load the newest checkpoint of a run into `objects` (networks and optimisers), exactly;
     returns its iteration."""
-    found = latest_checkpoint(run_dir)
-    if found is None:
+    if latest_checkpoint(run_dir) is None:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}")
-    return load_checkpoint_into(found, objects)
+    return load_checkpoint_into(run_dir, objects)

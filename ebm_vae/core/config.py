@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union
 
-from ebm_vae.utils.typed_yaml import build, dump_yaml, load_raw, require
+from ebm_vae.utils.typed_yaml import MAX_SEED, build, dump_yaml, load_raw, require
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ def check_learning(cfg: Any) -> None:
     """Range checks of the data/model/langevin/train/sample sections, shared by `Config` and
     `CompletionConfig`."""
     m, lv, t = cfg.model, cfg.langevin, cfg.train
+    require(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in [0, 2^63 - 1], got {cfg.seed}")
     for key, value in [("model.image_size", m.image_size), ("model.channels", m.channels),
                        ("model.latent_dim", m.latent_dim), ("model.ebm.out_dim", m.ebm.out_dim),
                        ("train.epochs", t.epochs), ("train.batch_size", t.batch_size),

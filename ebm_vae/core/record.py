@@ -15,6 +15,7 @@ import numpy as np
 from ebm_vae.core.checkpoints import latest_checkpoint, write_checkpoint
 from ebm_vae.core.config import dump_config
 from ebm_vae.core.guards import BestKeeper
+from ebm_vae.core.states import NonFiniteWeights
 from ebm_vae.core.stopping import TrainingError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
@@ -186,11 +187,25 @@ class RunRecord:
                    ) -> Path:
         """The run's checkpoint of `iteration` (the log's rows are fsynced first)."""
         self.log.sync()
-        return write_checkpoint(self.run_dir, iteration, modules, None, info, self.keep_every)
+        try:
+            return write_checkpoint(self.run_dir, iteration, modules, None, info, self.keep_every)
+        except NonFiniteWeights as err:
+            raise self._diverged(iteration, err) from err
 
     def offer_best(self, iteration: int, modules: dict[str, Any], row: dict[str, float]) -> None:
         if self.keeper is not None:
-            self.keeper.offer(iteration, modules, row)
+            try:
+                self.keeper.offer(iteration, modules, row)
+            except NonFiniteWeights as err:
+                raise self._diverged(iteration, err) from err
+
+    def _diverged(self, iteration: int, err: NonFiniteWeights) -> TrainingError:
+        """The one-line stop of a run whose weights are no longer finite after `iteration`."""
+        last = latest_checkpoint(self.run_dir)
+        kept = (f"its newest checkpoint {last} is unchanged, and --resume continues from it"
+                if last is not None else "it has no checkpoint")
+        return TrainingError(f"after iteration {iteration}: {err}. Training stopped; {kept}. Try "
+                             "a smaller learning rate or langevin.step_size (--resume DIR --set ...)")
 
     def describe_best(self) -> str:
         return self.keeper.describe() if self.keeper is not None else (

@@ -11,9 +11,10 @@ import paddle
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
 from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_tensor_file,
-                                      read_checkpoint, read_meta, split_checkpoint, tensor_bytes)
+                                      read_checkpoint, read_meta, read_newest, split_checkpoint,
+                                      tensor_bytes)
 from ebm_vae.core.ema import PREFIX
-from ebm_vae.core.states import CheckpointError, load_layer_states, tensor_shape
+from ebm_vae.core.states import CheckpointError, check_finite, load_layer_states, tensor_shape
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import write_bytes, write_text
 from ebm_vae.utils.runtime import configure_runtime, seed_all
@@ -70,7 +71,7 @@ def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = Fals
     also name one checkpoint folder, `RUN/checkpoints/iter_N`, to load that one.
     `untrained=True` builds the run's architecture at its seeded initialisation instead;
     `averaged=True` loads the checkpoint's weight average (train.ema > 0)."""
-    run_dir, found = chosen_checkpoint(run_dir)
+    path, (run_dir, _) = run_dir, chosen_checkpoint(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
     cfg = load_config(run_dir / "config.yaml")
@@ -78,7 +79,7 @@ def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = Fals
     models = build_models(cfg.model)
     iteration: Optional[int] = 0
     if not untrained:
-        iteration = load_networks(found or run_dir, models, averaged)
+        iteration = load_networks(path, models, averaged)
     for layer in models:
         layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
     return Run(cfg, models, iteration)
@@ -87,9 +88,18 @@ def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = Fals
 def read_networks(path: str | Path, averaged: bool = False
                   ) -> tuple[dict[str, dict], Optional[int]]:
     """The three networks' state dicts and their iteration (None: unknown) from a run folder
-    (its newest checkpoint), one checkpoint folder, or shipped weights beside a config.yaml.
-    `averaged`: the checkpoint's weight average (`ema_*.pdparams`) in their place."""
-    run_dir, found = chosen_checkpoint(path)
+    (its newest checkpoint, chosen again if a trainer removes it meanwhile), one checkpoint
+    folder, or shipped weights beside a config.yaml. `averaged`: the checkpoint's weight average
+    (`ema_*.pdparams`) in their place. Weights that are not finite are refused (NonFiniteWeights)."""
+    states, iteration = read_newest(path, lambda run_dir, found: _read_networks(run_dir, found,
+                                                                                averaged))
+    for name in NETWORKS:  # weights that training let diverge are never used (nor exported)
+        check_finite(states[name], name, f"so {path} cannot be used: take an earlier checkpoint")
+    return states, iteration
+
+
+def _read_networks(run_dir: Path, found: Optional[Path], averaged: bool
+                   ) -> tuple[dict[str, dict], Optional[int]]:
     if found is not None:
         names = [(PREFIX if averaged else "") + n for n in NETWORKS]
         if averaged and names[0] not in read_meta(found)["files"]:
@@ -135,10 +145,10 @@ def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = Fa
     iteration) from a run's newest checkpoint, or from the checkpoint folder
     `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
     no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead."""
-    (run_dir, found), out_dir = chosen_checkpoint(run_dir), Path(out_dir)
+    path, (run_dir, found), out_dir = run_dir, chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
-    states, iteration = read_networks(found, averaged)
+    states, iteration = read_networks(path, averaged)
     for name in NETWORKS:
         write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(states[name]))
     info = {"iteration": iteration, **({"ema": True} if averaged else {})}

@@ -7,7 +7,7 @@ chains (default: the training `num_chains`, since the decoder's batch norm uses 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import paddle
@@ -16,6 +16,7 @@ from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import Models
 from ebm_vae.core.teach import revise
+from ebm_vae.utils.memory import NotEnoughMemory, check_fits
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.runtime import seed_all
 
@@ -30,22 +31,46 @@ class Pair(NamedTuple):
     revised: np.ndarray
 
 
+def check_sampling_memory(n: int, model: Any, flag: str = "n") -> None:
+    """Refuse in one line to draw `n` samples of the images `model` (a model config) describes
+    when they would not fit in free memory: the samples, their proposals and a clipped copy,
+    float32 (the chains of one batch come on top)."""
+    size = model.channels * model.image_size ** 2 * 4
+    check_fits(3 * n * size, f"{n} samples of {model.channels}x{model.image_size}x"
+               f"{model.image_size} (with their proposals, float32)",
+               f"draw fewer (--{flag}), e.g. in several runs with other --seed values")
+
+
+def _revised_batch(models: Models, chains: int, latent_dim: int, lv: LangevinConfig
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(g(z), revised) of one batch; a batch too large for the device's memory is one line."""
+    try:
+        x_hat, x_tilde = revise(models, chains, latent_dim, lv)
+        return x_hat.numpy(), x_tilde.numpy()
+    except MemoryError as err:  # Paddle's ResourceExhausted
+        why = (str(err).strip().splitlines() or ["out of memory"])[0].rstrip(".")
+        raise NotEnoughMemory(f"a batch of {chains} chains: {why}; lower the batch size "
+                              "(--batch-size)") from None
+
+
 def ancestral_sample(models: Models, n: int, latent_dim: int, lv: LangevinConfig,
                      batch_size: int, progress: bool = True) -> Pair:
-    """n samples z ~ N(0, I) -> g_alpha(z) -> `lv.steps` Langevin steps, `batch_size` at a time."""
+    """n samples z ~ N(0, I) -> g_alpha(z) -> `lv.steps` Langevin steps, `batch_size` at a time
+    (written into arrays of n allocated after the first batch)."""
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got {n} and {batch_size}")
-    proposals, revised = [], []
     bar = Progress(n, desc="sampling", enabled=progress)
-    done = 0
+    pair, done = None, 0
     while done < n:
-        x_hat, x_tilde = revise(models, min(batch_size, n - done), latent_dim, lv)
-        proposals.append(x_hat.numpy())
-        revised.append(x_tilde.numpy())
+        x_hat, x_tilde = _revised_batch(models, min(batch_size, n - done), latent_dim, lv)
+        if pair is None:
+            pair = Pair(*(np.empty((n, *x.shape[1:]), x.dtype) for x in (x_hat, x_tilde)))
+        pair.proposals[done:done + len(x_hat)] = x_hat
+        pair.revised[done:done + len(x_hat)] = x_tilde
         done += len(x_hat)
         bar.update(done, force=done == n)
     bar.close()
-    return Pair(np.concatenate(proposals), np.concatenate(revised))
+    return pair
 
 
 def unchanged_sample(models: Models, seed: int, n: int, latent_dim: int, lv: LangevinConfig,

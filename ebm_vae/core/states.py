@@ -14,6 +14,26 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt, or does not fit the networks the config describes."""
 
 
+class NonFiniteWeights(CheckpointError):
+    """A network's state holds NaN or infinite values: it is never written."""
+
+
+def _finite(value: Any) -> bool:
+    """Whether a tensor or array holds no NaN or infinity (True for integer ones)."""
+    if isinstance(value, paddle.Tensor):
+        return not paddle.is_floating_point(value) or bool(paddle.isfinite(value).all())
+    array = np.asarray(value)
+    return not np.issubdtype(array.dtype, np.floating) or bool(np.isfinite(array).all())
+
+
+def check_finite(state: dict, name: str, consequence: str) -> None:
+    """Raise NonFiniteWeights naming the first tensor of the network `name` that is not finite,
+    then `consequence` (e.g. "so X was not written")."""
+    for key, value in state.items():
+        if hasattr(value, "shape") and not _finite(value):
+            raise NonFiniteWeights(f"{name} weight '{key}' holds NaN or infinite values, "
+                                   f"{consequence}")
+
 
 # ---------------------------------------------------------------------------------------------
 # numpy -> tensors

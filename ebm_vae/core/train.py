@@ -158,6 +158,11 @@ def _iteration(task: Task, batch: np.ndarray, it: int, seed: int, stop: StopSign
         _restore(buffers)
         path = record.checkpoint(it, task.modules())
         raise Interrupted(stop.signum, it, path, record.run_dir) from None
+    except MemoryError as err:  # Paddle's ResourceExhausted: chains or batch too large
+        why = (str(err).strip().splitlines() or ["out of memory"])[0].rstrip(".")
+        raise TrainingError(f"iteration {it + 1}: {why}. Training stopped; the run's "
+                            "checkpoints are unchanged. Lower train.num_chains or train.batch_size "
+                            "(--resume DIR --set ...)") from None
 
 
 def _write(record: RunRecord, task: Task, train: TrainConfig, row: dict[str, float],

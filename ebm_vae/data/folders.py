@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.utils.images import to_8bit
@@ -54,8 +54,7 @@ def _read(paths: list[Path], size: int, resize: str, left_half: bool = False) ->
     out = np.empty((len(paths), 3, size, size), np.uint8)
     for i, path in enumerate(paths):
         try:
-            img = Image.open(path)
-            img.load()
+            img = ImageOps.exif_transpose(Image.open(path))  # as shown (EXIF orientation)
         except OSError as err:
             raise DatasetError(f"cannot read image {path}: {err}") from err
         if left_half:

@@ -23,7 +23,8 @@ import paddle.nn.functional as F
 from ebm_vae.core.config import Config
 from ebm_vae.core.ema import PREFIX
 from ebm_vae.core.runs import Run
-from ebm_vae.core.sampling import ancestral_sample, reconstruct, unchanged_sample, with_steps
+from ebm_vae.core.sampling import (ancestral_sample, check_sampling_memory, reconstruct,
+                                   unchanged_sample, with_steps)
 from ebm_vae.core.train import Evaluation
 from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
@@ -293,6 +294,7 @@ def _model_sets(run: Run, n: int, steps: Optional[int], batch_size: Optional[int
                 progress: bool) -> dict[str, np.ndarray]:
     """`n` samples of the run, as the sets "proposals" (g_alpha(z)) and "revised" (Langevin)."""
     cfg = run.cfg
+    check_sampling_memory(n, cfg.model)
     pair = ancestral_sample(run.models, n, cfg.model.latent_dim, with_steps(cfg.langevin, steps),
                             batch_size, progress)
     return {"proposals": pair.proposals, "revised": pair.revised}

@@ -15,7 +15,7 @@ from typing import List, Literal, Optional
 
 import yaml
 
-from ebm_vae.utils.typed_yaml import ConfigError, build
+from ebm_vae.utils.typed_yaml import ConfigError, build, safe_load
 
 TABLES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "tables"
 # metric -> its offline stand-in at a scale with `offline: true` where the Inception weights it
@@ -120,7 +120,7 @@ def load_table(path: str | Path) -> TableSpec:
     if not path.is_file():
         raise ConfigError(f"table file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     return table_from_dict(raw, str(path))

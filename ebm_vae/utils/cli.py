@@ -3,7 +3,9 @@ resolution."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -12,11 +14,24 @@ from ebm_vae.utils.vdl import log_writer_class
 from ebm_vae.errors import Stopped, UserError
 
 
-def run_tool(body: Callable[[], Optional[int]], on_ctrl_c: str = "interrupted (Ctrl-C)") -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the tool is, as Ctrl-C raises KeyboardInterrupt (so everything
+    that cleans up after Ctrl-C, e.g. atomic writes, cleans up after it too)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def run_tool(body: Callable[[], Optional[int]], after: str = "") -> int:
     """Run a tool's `body` and return its exit code (None: 0). The project's own errors are one
     line on stderr: a `Stopped` one "interrupted: ..." with its exit code, another `UserError`
-    "error: ..." with 2; Ctrl-C outside a handler is the line `on_ctrl_c` with 130. Any other
-    exception is a bug and keeps its traceback."""
+    "error: ..." with 2. Ctrl-C and SIGTERM outside a handler of their own are the line
+    "interrupted (Ctrl-C): `after`" (or "(SIGTERM)") with 130 or 143; SIGTERM is handled so
+    from the start (not by Paddle's fatal-error handler). Any other exception is a bug and keeps
+    its traceback."""
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return body() or 0
     except Stopped as err:
@@ -25,9 +40,14 @@ def run_tool(body: Callable[[], Optional[int]], on_ctrl_c: str = "interrupted (C
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(on_ctrl_c, file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        print(f"interrupted ({'SIGTERM' if term else 'Ctrl-C'})" + (f": {after}" if after else ""),
+              file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if main:  # None: a handler not set from Python (Paddle's); the default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
 
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ebm_vae.utils.atomic import write_bytes
 
@@ -18,7 +18,9 @@ from ebm_vae.utils.atomic import write_bytes
 def to_8bit(img: Image.Image, mode: str) -> Image.Image:
     """`img` converted to the 8-bit `mode` ("RGB" or "L"), 16-bit greyscale scaled by 255 / 65535
     first (Pillow's own conversion clips it at 255: nearly every pixel would come out white).
-    Every reader of image files converts through here."""
+    Every reader of image files converts through here, so pictures come in the orientation they
+    are shown in (a JPEG's EXIF orientation applied, as viewers do)."""
+    img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):  # I;16, I;16B, ...; I: a 16-bit PNG in older Pillow versions
         grey = np.asarray(img, dtype=np.float64) * (255 / 65535)
         img = Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8), "L")

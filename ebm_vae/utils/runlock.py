@@ -20,6 +20,24 @@ class FolderInUse(UserError):
     """Another process holds the lock of a run folder."""
 
 
+class NotAFolder(UserError):
+    """A run folder's path cannot be a folder: a file is there or above it, or it is not writable."""
+
+
+def _open_lock(path: Path) -> int:
+    """Open (creating it and its folder) the lock file `path`; one-line NotAFolder if it cannot be."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        file = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        why = (f"{file} is a file" if file is not None and not file.is_dir()
+               else err.strerror or str(err))
+        raise NotAFolder(f"{folder} cannot be a run folder: {why}; nothing was written. Give "
+                         "--out a folder (new or a run's)") from None
+
+
 def _holder(fd: int) -> str:
     """'process PID (started TIME)' as the holder wrote it, or 'another process'."""
     os.lseek(fd, 0, os.SEEK_SET)
@@ -33,8 +51,7 @@ def hold(path: str | Path, wait: bool = False) -> Iterator[None]:
     block. If another process holds it: raise FolderInUse naming that process, or with `wait`,
     say so on stderr and block until it lets go."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

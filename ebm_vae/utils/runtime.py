@@ -11,10 +11,15 @@ from typing import Optional
 import paddle
 
 from ebm_vae.errors import UserError
+from ebm_vae.utils.typed_yaml import MAX_SEED
 
 
 class DeviceError(UserError, RuntimeError):
     """The requested device cannot be used."""
+
+
+class SeedError(UserError, ValueError):
+    """A seed out of the range Paddle takes."""
 
 
 class ThreadsError(UserError, ValueError):
@@ -103,6 +108,14 @@ def configure_runtime(device: str, threads: Optional[int] = None) -> None:
         configure_cpu(threads)
 
 
+def check_seed(seed: int) -> None:
+    """A seed out of [0, MAX_SEED] (e.g. a --seed flag) is a one-line SeedError."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SeedError(f"a seed must be in [0, 2^63 - 1], got {seed}")
+
+
 def seed_all(seed: int) -> None:
-    """Seed Paddle's generators (model init, z, Langevin noise, reparameterisation)."""
+    """Seed Paddle's generators (model init, z, Langevin noise, reparameterisation), after
+    `check_seed`."""
+    check_seed(seed)
     paddle.seed(seed)
