@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import paddle
@@ -272,6 +273,28 @@ def test_an_init_run_resumes_exactly_from_its_first_checkpoint(tiny_raw, tiny_im
                          progress=False, init=tmp_path / "weights")
     _run(tiny_raw, tiny_images, tmp_path / "cut", 4, resume=True)
     assert_same_states(tmp_path / "cut", tmp_path / "whole")  # networks and both Adams
+
+
+def test_sampler_only_weights_sample_and_init_starts_a_fresh_encoder(tiny_raw, tiny_images,
+                                                                     tmp_path, capsys):
+    from ebm_vae.eval.evaluate import EvaluationError, _check_request
+    _run(tiny_raw, tiny_images, tmp_path / "full", 2)
+    out = export_weights(tmp_path / "full", tmp_path / "weights", sampler_only=True)
+    assert not (out / "encoder.pdparams").exists()
+    run = load_run(out)
+    assert run.missing == ("encoder",) and run.iteration == 2
+    from ebm_vae.utils.runtime import seed_all
+    seed_all(run.cfg.seed)  # load_run builds the networks seeded, as a new run does
+    fresh = build_models(run.cfg.model)
+    for k, v in fresh.encoder.state_dict().items():
+        np.testing.assert_array_equal(run.models.encoder.state_dict()[k].numpy(), v.numpy())
+    with pytest.raises(EvaluationError, match="recon needs the encoder"):
+        _check_request(run, ["recon"], SimpleNamespace(metrics=["recon"]), None, 10)
+    train_generation(config_from_dict(tiny_raw), tmp_path / "more", 3, images=tiny_images,
+                     progress=False, init=out)
+    assert "holds no encoder weights: starting encoder fresh" in capsys.readouterr().err
+    first = read_checkpoint(tmp_path / "more" / "checkpoints" / "iter_0000003")
+    assert first["iteration"] == 3
 
 
 def test_init_with_another_architecture_is_one_clear_error(tiny_raw, tiny_images, tmp_path):

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ema", action="store_true",
                         help="with --weights-only: export the moving average of the weights "
                         "(runs trained with train.ema > 0) instead of the trained weights")
+    parser.add_argument("--sampler-only", action="store_true",
+                        help="with --weights-only: the EBM and decoder alone, what sampling needs "
+                        "(no encoder: smaller; --init from them starts a fresh encoder)")
     args = parser.parse_args(argv)
     return run_tool(lambda: convert(args))
 
@@ -76,13 +79,15 @@ def convert_old(path: Path) -> tuple[Path, Path]:
 
 def convert(args: argparse.Namespace) -> None:
     """Convert the old checkpoint, or export a run's weights (--weights-only)."""
-    if args.ema and not args.weights_only:
-        raise UserError("--ema goes with --weights-only OUT_DIR (it exports the weight average)")
+    for flag, given in (("--ema", args.ema), ("--sampler-only", args.sampler_only)):
+        if given and not args.weights_only:
+            raise UserError(f"{flag} goes with --weights-only OUT_DIR (it shapes the export)")
     if args.weights_only:
         _run_folder(Path(args.path))
-        out = export_weights(args.path, Path(args.weights_only), averaged=args.ema)
-        print(f"wrote {out}/config.yaml, ebm/encoder/decoder.pdparams and weights.json",
-              file=sys.stderr)
+        out = export_weights(args.path, Path(args.weights_only), averaged=args.ema,
+                             sampler_only=args.sampler_only)
+        nets = "ebm/decoder" if args.sampler_only else "ebm/encoder/decoder"
+        print(f"wrote {out}/config.yaml, {nets}.pdparams and weights.json", file=sys.stderr)
         return
     target, source = convert_old(Path(args.path))
     print(f"wrote {target} from {source}", file=sys.stderr)

@@ -4,6 +4,7 @@ iteration's two halves, what it logs, and `train_generation`, the entry point of
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
@@ -108,12 +109,15 @@ def train_generation(cfg: Config, run_dir: str | Path, max_iters: int | None = N
 
     def start(task: GenerationTask) -> int:
         try:
-            it = load_networks(init, task.models) or 0
+            it, missing = load_networks(init, task.models)
         except UserError as err:
             raise TrainingError(f"cannot start from {init}: {err}") from err
+        if missing:
+            print(f"{init} holds no {', '.join(missing)} weights: starting "
+                  f"{' and '.join(missing)} fresh (seeded initialisation)", file=sys.stderr)
         if task.average is not None:
             task.average.reset(task.models)
-        return it
+        return it or 0
 
     quality = ((lambda task, run_dir: evaluation(task.models, cfg, run_dir, progress,
                                                  task.average and task.average.models))

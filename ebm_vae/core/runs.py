@@ -43,9 +43,11 @@ class Run(NamedTuple):
     cfg: Config
     models: Models
     iteration: Optional[int]  # 0 for an untrained model; None for bare weights of unknown age
+    missing: tuple[str, ...] = ()  # networks the weights left out (at their seeded initialisation)
 
 
 WEIGHTS_INFO = "weights.json"  # beside exported weights: {"iteration": N}
+SAMPLER = ("ebm", "decoder")  # what ancestral sampling needs: shipped weights may leave out q_phi
 
 
 def _weights_info(run_dir: Path) -> dict:
@@ -60,8 +62,10 @@ def _weights_info(run_dir: Path) -> dict:
         raise CheckpointError(f"{path} is corrupt: {err}") from err
 
 
-def _bare_weights(run_dir: Path) -> bool:
-    return all((run_dir / f"{n}.pdparams").is_file() for n in NETWORKS)
+def _bare_weights(run_dir: Path) -> list[str]:
+    """The networks shipped beside config.yaml ([] unless at least the sampler's are there)."""
+    found = [n for n in NETWORKS if (run_dir / f"{n}.pdparams").is_file()]
+    return found if set(SAMPLER) <= set(found) else []
 
 
 def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = False) -> Run:
@@ -78,22 +82,24 @@ def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = Fals
     seed_all(cfg.seed)
     models = build_models(cfg.model)
     iteration: Optional[int] = 0
+    missing: tuple[str, ...] = ()
     if not untrained:
-        iteration = load_networks(path, models, averaged)
+        iteration, missing = load_networks(path, models, averaged)
     for layer in models:
         layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
-    return Run(cfg, models, iteration)
+    return Run(cfg, models, iteration, missing)
 
 
 def read_networks(path: str | Path, averaged: bool = False
                   ) -> tuple[dict[str, dict], Optional[int]]:
     """The three networks' state dicts and their iteration (None: unknown) from a run folder
     (its newest checkpoint, chosen again if a trainer removes it meanwhile), one checkpoint
-    folder, or shipped weights beside a config.yaml. `averaged`: the checkpoint's weight average
+    folder, or shipped weights beside a config.yaml (which may leave out the encoder: then
+    its state is absent). `averaged`: the checkpoint's weight average
     (`ema_*.pdparams`) in their place. Weights that are not finite are refused (NonFiniteWeights)."""
     states, iteration = read_newest(path, lambda run_dir, found: _read_networks(run_dir, found,
                                                                                 averaged))
-    for name in NETWORKS:  # weights that training let diverge are never used (nor exported)
+    for name in states:  # weights that training let diverge are never used (nor exported)
         check_finite(states[name], name, f"so {path} cannot be used: take an earlier checkpoint")
     return states, iteration
 
@@ -112,20 +118,24 @@ def _read_networks(run_dir: Path, found: Optional[Path], averaged: bool
         raise CheckpointError(f"{run_dir} holds exported weights{already}, not a checkpoint: "
                               "load them without --ema; the weight average is read from a run "
                               "or checkpoint folder")
-    if _bare_weights(run_dir):
-        return ({n: load_tensor_file(run_dir / f"{n}.pdparams") for n in NETWORKS},
+    shipped = _bare_weights(run_dir)
+    if shipped:
+        return ({n: load_tensor_file(run_dir / f"{n}.pdparams") for n in shipped},
                 _weights_info(run_dir).get("iteration"))
     raise RunNotFoundError(
         f"{run_dir} holds no weights: no checkpoint in {run_dir / CHECKPOINTS} and no "
-        f"{', '.join(n + '.pdparams' for n in NETWORKS)} beside config.yaml")
+        f"{', '.join(n + '.pdparams' for n in SAMPLER)} beside config.yaml")
 
 
-def load_networks(path: str | Path, models: Models, averaged: bool = False) -> Optional[int]:
+def load_networks(path: str | Path, models: Models, averaged: bool = False
+                  ) -> tuple[Optional[int], tuple[str, ...]]:
     """Load the networks found at `path` (see `read_networks`) into `models`, exactly (the
-    architectures must match); returns their iteration."""
+    architectures must match); returns their iteration and the networks `path` left out
+    (kept as they are in `models`)."""
     states, iteration = read_networks(path, averaged)
-    load_layer_states(models._asdict(), states, str(path))
-    return iteration
+    load_layer_states({n: m for n, m in models._asdict().items() if n in states}, states,
+                      str(path))
+    return iteration, tuple(n for n in NETWORKS if n not in states)
 
 
 def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,
@@ -140,16 +150,19 @@ def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = 
     return open_run(run_dir, untrained, averaged)
 
 
-def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False) -> Path:
+def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False,
+                   sampler_only: bool = False) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
     iteration) from a run's newest checkpoint, or from the checkpoint folder
     `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
-    no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead."""
+    no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead.
+    `sampler_only`: the EBM and decoder alone (no encoder: enough to sample, not to reconstruct;
+    `--init` from them starts a fresh encoder)."""
     path, (run_dir, found), out_dir = run_dir, chosen_checkpoint(run_dir), Path(out_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINTS}")
     states, iteration = read_networks(path, averaged)
-    for name in NETWORKS:
+    for name in SAMPLER if sampler_only else NETWORKS:
         write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(states[name]))
     info = {"iteration": iteration, **({"ema": True} if averaged else {})}
     write_text(out_dir / WEIGHTS_INFO, json.dumps(info) + "\n")

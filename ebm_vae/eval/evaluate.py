@@ -285,6 +285,9 @@ def _check_request(run: Optional[Run], metrics: list[str], prereq: Prerequisites
     if run is None and ("recon" in metrics or (scored and images is None)):
         raise EvaluationError("nothing to evaluate: give a run (--ckpt RUN_DIR), or image sets "
                               "(--images NPZ, --real SPLIT); recon always needs a run")
+    if "recon" in metrics and run is not None and "encoder" in run.missing:
+        raise EvaluationError("recon needs the encoder q_phi, which these weights leave out "
+                              "(shipped for sampling only): evaluate a run or checkpoint folder")
     if scored and n < 10 and images is None:
         raise EvaluationError("n must be >= 10 (IS uses 10 splits; FID needs a covariance)")
     return scored
