@@ -1,5 +1,6 @@
 """The shipped weights (pretrained/): they load on a fresh clone with no data and sample finite
-images in [-1, 1]; a damaged .pdparams file is a clear error naming the tensor."""
+images in [-1, 1]; a damaged .pdparams file is a clear error naming the tensor. The CIFAR-10
+folder holds the sampler alone (EBM and decoder), as its encoder would not fit the size cap."""
 from __future__ import annotations
 
 import shutil
@@ -35,6 +36,19 @@ def test_shipped_weights_load_and_sample_finite_images(name):
     assert x.min() >= -1.0 and x.max() <= 1.0
     assert np.isfinite(proposals).all() and np.abs(proposals).max() <= 1.0
     assert x.std() > 0.05  # not a constant image: the trained decoder draws something
+
+
+def test_shipped_cifar10_is_the_sampler_alone_and_samples_colour_images():
+    folder = PRETRAINED / "cifar10"
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".pdparams")) == [
+        "config.yaml", "decoder.pdparams", "ebm.pdparams"]
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 20 * 2 ** 20
+    run = ebm_vae.load_run(folder)
+    assert run.cfg.data.name == "cifar10" and run.cfg.data.root is None
+    assert run.missing == ("encoder",) and run.iteration > 0
+    x = ebm_vae.sample(run, n=4, steps=2, seed=0, batch_size=4)
+    assert x.shape == (4, 3, 32, 32) and np.isfinite(x).all()
+    assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.05
 
 
 def test_sample_tool_on_the_shipped_mnist_weights(tmp_path):
