@@ -20,6 +20,7 @@ import paddle
 import paddle.nn as nn
 
 from ebm_vae.completion.config import CompletionModelConfig, UNetConfig
+from ebm_vae.core.layers import Conv2D, Conv2DTranspose
 from ebm_vae.core.models import Encoder, conv_attrs, conv_stack, conv_stack_size
 
 
@@ -47,7 +48,7 @@ class ConditionalEBM(nn.Layer):
         self.features = conv_stack(e.conv, 2 * cfg.channels + 1, cfg.init_std, cfg.leaky_slope)
         size = conv_stack_size(e.conv, cfg.image_size)
         kernel, padding = (size, 0) if e.head == "global" else (e.head_kernel, "SAME")
-        self.head = nn.Conv2D(e.conv[-1].channels, e.out_dim, kernel, padding=padding,
+        self.head = Conv2D(e.conv[-1].channels, e.out_dim, kernel, padding=padding,
                               **conv_attrs(cfg.init_std))
         for p in self.features.parameters() + self.head.parameters():
             p.optimize_attr["learning_rate"] = e.net_lr_scale  # Adam's lr multiplier
@@ -121,20 +122,20 @@ class UNet(nn.Layer):
         in_c = cfg.channels + 1
         self.down = nn.LayerList()
         for ch in u.down:
-            self.down.append(_he(nn.Conv2D(in_c, ch, 4, 2, 1)))
+            self.down.append(_he(Conv2D(in_c, ch, 4, 2, 1)))
             in_c = ch
-        self.bottleneck = _he(nn.Conv2D(in_c + d, u.bottleneck, 3, 1, 1))
+        self.bottleneck = _he(Conv2D(in_c + d, u.bottleneck, 3, 1, 1))
         self.act, self.up_act = nn.LeakyReLU(slope), nn.ReLU()
         skips = [cfg.channels + 1] + list(u.down[:-1])  # the map each up step lands on
         extra = d if self.z_every_scale else 0
         self.up = nn.LayerList()
         in_c = u.bottleneck
         for skip, ch in zip(reversed(skips), reversed([u.down[0]] + list(u.down[:-1]))):
-            self.up.append(_he(nn.Conv2DTranspose(in_c, ch, 4, 2, 1)) if u.up == "deconv" else
+            self.up.append(_he(Conv2DTranspose(in_c, ch, 4, 2, 1)) if u.up == "deconv" else
                            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                         _he(nn.Conv2D(in_c, ch, 3, 1, 1))))
+                                         _he(Conv2D(in_c, ch, 3, 1, 1))))
             in_c = ch + skip + extra
-        self.out = nn.Conv2D(in_c, cfg.channels, u.out_kernel, 1, u.out_kernel // 2,
+        self.out = Conv2D(in_c, cfg.channels, u.out_kernel, 1, u.out_kernel // 2,
                              **conv_attrs(cfg.init_std))
 
     def forward(self, z: Optional[paddle.Tensor], c: paddle.Tensor) -> paddle.Tensor:

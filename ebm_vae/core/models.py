@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from ebm_vae.core.config import ConvLayer, DecoderConfig, EBMConfig, EncoderConfig, ModelConfig
+from ebm_vae.core.layers import Conv2D, Conv2DTranspose, add_channel_bias
 
 
 def conv_attrs(init_std: float) -> dict:
@@ -35,7 +36,7 @@ def conv_stack(layers: list[ConvLayer], in_channels: int, init_std: float, slope
     """Conv ('SAME' padding, as TF) + leaky ReLU (+ dropout) for each layer."""
     mods: list[nn.Layer] = []
     for layer in layers:
-        mods += [nn.Conv2D(in_channels, layer.channels, layer.kernel, layer.stride,
+        mods += [Conv2D(in_channels, layer.channels, layer.kernel, layer.stride,
                            padding="SAME", **conv_attrs(init_std)), nn.LeakyReLU(slope)]
         if dropout > 0:
             mods.append(nn.Dropout(dropout))
@@ -61,7 +62,7 @@ class EBM(nn.Layer):
         super().__init__()
         self.features = conv_stack(cfg.conv, in_channels, init_std, slope)
         size = conv_stack_size(cfg.conv, image_size)
-        self.head = nn.Conv2D(cfg.conv[-1].channels, cfg.out_dim, size, **conv_attrs(init_std))
+        self.head = Conv2D(cfg.conv[-1].channels, cfg.out_dim, size, **conv_attrs(init_std))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.head(self.features(x)).flatten(1).sum(axis=1)
@@ -98,7 +99,7 @@ class CenteredBatchNorm(nn.Layer):
         self.beta = self.create_parameter([channels], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.norm(x) + self.beta.reshape([1, -1, 1, 1])
+        return add_channel_bias(self.norm(x), self.beta)
 
 
 class Decoder(nn.Layer):
@@ -111,7 +112,7 @@ class Decoder(nn.Layer):
         in_channels = latent_dim
         for i, layer in enumerate(cfg.layers):
             before, after = layer.crop
-            mods.append(nn.Conv2DTranspose(in_channels, layer.channels, layer.kernel, layer.stride,
+            mods.append(Conv2DTranspose(in_channels, layer.channels, layer.kernel, layer.stride,
                                            [before, after, before, after], layer.output_padding,
                                            **conv_attrs(init_std)))
             if layer.batch_norm:
