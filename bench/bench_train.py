@@ -106,7 +106,7 @@ def run_paddle(spec: dict) -> dict:
     seed_all(0)
     models = build_models(cfg.model)
     t, lv, m = cfg.train, cfg.langevin, cfg.model
-    opt_e, opt_v = make_optimizers(models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
+    optimizers = make_optimizers(models, t)
     shape = [m.channels, m.image_size, m.image_size]
     x_data = paddle.uniform([t.batch_size] + shape, min=-1.0, max=1.0)
     x0 = paddle.uniform([t.num_chains] + shape, min=-1.0, max=1.0)
@@ -116,7 +116,7 @@ def run_paddle(spec: dict) -> dict:
         float(langevin(models.ebm, x0, lv, k).sum())
 
     def step():
-        teach_step(models, opt_e, opt_v, x_data, t.num_chains, m.latent_dim, lv, t.gamma)
+        teach_step(models, optimizers, x_data, cfg, t.num_chains)
 
     def sample():
         with paddle.no_grad():

@@ -28,11 +28,11 @@ import numpy as np
 import paddle
 
 from ebm_vae.core.config import load_config
-from ebm_vae.core.generation import train_generation
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
 from ebm_vae.core.teach import learn, make_optimizers
 from ebm_vae.data.datasets import load_split
+from ebm_vae.training.generation import train_generation
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "cifar10.yaml"
 # float32 on two devices with different conv algorithms: f is a sum over a 256x4x4 map of values
@@ -54,11 +54,11 @@ def one_iteration(device: str, states: dict, cfg, x: np.ndarray, z: np.ndarray) 
     for name, net in models._asdict().items():
         net.set_state_dict({k: paddle.to_tensor(v) for k, v in states[name].items()})
     t = cfg.train
-    opt_ebm, opt_vae = make_optimizers(models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
+    optimizers = make_optimizers(models, t)
     with paddle.no_grad():
         x_hat = models.decoder(paddle.to_tensor(z))
     x_tilde = langevin(models.ebm, x_hat, replace(cfg.langevin, noise=False))
-    stats = learn(models, opt_ebm, opt_vae, paddle.to_tensor(x), x_tilde, t.gamma)
+    stats = learn(models, optimizers, paddle.to_tensor(x), x_tilde, t)
     return {"proposals": x_hat.numpy(), "revised": x_tilde.numpy(), **asdict(stats),
             "ebm_after": np.concatenate([p.numpy().ravel() for p in models.ebm.parameters()])}
 

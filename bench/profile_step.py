@@ -71,7 +71,7 @@ def phase_rows(cfg, models, repeats: int) -> list[tuple[str, float]]:
     from ebm_vae.core.teach import ebm_loss, make_optimizers, vae_loss
 
     t, m, lv = cfg.train, cfg.model, cfg.langevin
-    opt_e, opt_v = make_optimizers(models, t.lr_ebm, t.lr_vae, t.beta1, t.beta2)
+    opt_e, opt_v = make_optimizers(models, t)
     x_data = paddle.uniform([t.batch_size, m.channels, m.image_size, m.image_size], min=-1.0, max=1.0)
     with paddle.no_grad():
         x_hat = models.decoder(paddle.randn([t.num_chains, m.latent_dim]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebm_vae.core.checkpoints import read_checkpoint
+from ebm_vae.training.checkpoints import read_checkpoint
 
 TINY = {
     "seed": 3,

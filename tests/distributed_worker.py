@@ -22,9 +22,9 @@ import paddle
 
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.models import build_models
-from ebm_vae.core.teach import learn
-from ebm_vae.core.generation import train_generation
-from ebm_vae.core.stopping import TrainingError
+from ebm_vae.core.teach import Optimizers, learn
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.utils.parallel import World, data_parallel, init_world, mean_values, shard, world
 from ebm_vae.utils.runtime import configure_runtime
 
@@ -51,9 +51,9 @@ def learn_once(raw: dict, w: World) -> dict[str, np.ndarray]:
     sgd_vae = paddle.optimizer.SGD(1.0, parameters=models.encoder.parameters()
                                    + models.decoder.parameters())
     with mock.patch("paddle.randn", lambda shape, dtype=None: paddle.to_tensor(shard(eps, w))):
-        stats = asdict(learn(data_parallel(models, w), sgd_ebm, sgd_vae,
+        stats = asdict(learn(data_parallel(models, w), Optimizers(sgd_ebm, sgd_vae),
                              paddle.to_tensor(shard(x_data, w)),
-                             paddle.to_tensor(shard(x_tilde, w)), cfg.train.gamma))
+                             paddle.to_tensor(shard(x_tilde, w)), cfg.train))
     stats.update(mean_values({k: v for k, v in stats.items() if "grad_norm" not in k}, w))
     after = state(models)
     return {**{f"step.{k}": after[k] - before[k] for k in before},
@@ -69,7 +69,7 @@ def run(job: dict) -> None:
     cfg = config_from_dict(job["config"])
     try:
         task = train_generation(cfg, job["run_dir"], job["max_iters"], job["resume"],
-                                images=np.load(job["images"]), progress=False, threads=1)
+                                images=np.load(job["images"]), progress=False)
     except TrainingError as err:
         (Path(job["run_dir"]) / f"rank{r}.err").write_text(str(err))
         return

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, checkpoint_dirs,
+from ebm_vae.training.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, checkpoint_dirs,
                                       latest_checkpoint, load_checkpoint_into, read_checkpoint,
                                       write_checkpoint, write_kept)
 from ebm_vae.core.config import config_from_dict, dump_config

@@ -14,7 +14,8 @@ from PIL import Image
 
 from ebm_vae.completion.baselines import harmonic_fill, mean_fill
 from ebm_vae.completion.config import completion_config_from_dict, load_completion_config
-from ebm_vae.completion.evaluate import evaluate, fill_file, hole_diversity, paired_difference
+from ebm_vae.completion.evaluate import (EvalRequest, evaluate, fill_file, hole_diversity,
+                                        paired_difference)
 from ebm_vae.completion.masks import (FillError, MaskError, MaskSource, center_masks, load_mask,
                                       random_square_masks, resize_mask)
 from ebm_vae.completion.fill import complete, complete_k
@@ -22,7 +23,7 @@ from ebm_vae.completion.networks import build_conditional_models, condition
 from ebm_vae.completion.train import eval_masks, load_completion_run
 from ebm_vae.core.config import LangevinConfig
 from ebm_vae.core.langevin import langevin
-from ebm_vae.core.checkpoints import checkpoint_iteration
+from ebm_vae.training.checkpoints import checkpoint_iteration
 from ebm_vae.data.datasets import DatasetError
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import PSNR_CAP_DB, SSIM_SIGMA, l1, psnr, ssim, ssim_map
@@ -511,7 +512,7 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
     assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path), "--samples",
                                "3", "--seed", "4"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
-    from ebm_vae.core.checkpoints import checkpoint_iteration
+    from ebm_vae.training.checkpoints import checkpoint_iteration
     assert report["images"] == 3 and report["samples"] == 3
     assert report["iteration"] == checkpoint_iteration(run)
     assert report["code"] == code_version()  # which code made the numbers
@@ -542,7 +543,7 @@ def test_eval_reports_the_metrics_of_the_actual_fills(trained_run, tmp_path):
 
 def test_eval_on_a_mask_kind_training_did_not_use(trained_run, tmp_path):
     root, run = trained_run  # trained on random squares
-    report = evaluate(run, tmp_path, mask_kind="center", mask_size=8)
+    report = evaluate(run, tmp_path, EvalRequest(mask_kind="center", mask_size=8))
     assert report["mask"] == {"kind": "center", "size": 8,
                               "trained_on": {"kind": "random_square", "size": 6}}
     images = to_float(load_folder_split("cmp_facade", str(root), "test", SIZE, "stretch"))
@@ -552,9 +553,9 @@ def test_eval_on_a_mask_kind_training_did_not_use(trained_run, tmp_path):
     np.testing.assert_allclose(report["methods"]["harmonic interpolation"]["psnr_hole"]["mean"],
                                want, rtol=1e-6)
     with pytest.raises(MaskError, match="hole size"):
-        evaluate(run, tmp_path, mask_kind="center", mask_size=SIZE)
+        evaluate(run, tmp_path, EvalRequest(mask_kind="center", mask_size=SIZE))
     with pytest.raises(DatasetError, match="val/"):  # checkpoint selection on val/ where there is one
-        evaluate(run, tmp_path, split="val")
+        evaluate(run, tmp_path, EvalRequest(split="val"))
 
 
 def test_fill_samples_and_bad_mask_file_give_one_line(trained_run, tmp_path, capsys):
@@ -596,7 +597,8 @@ def test_training_evaluation_logs_a_curve(tmp_path, trained_run):
     assert kept == ["best", "iter_0000001", "iter_0000002"]
     assert complete_tool.main(["curve", "--ckpt", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert Image.open(tmp_path / "c.png").size[0] > 100
-    report = evaluate(run, tmp_path / "ev", checkpoint=run / "checkpoints/iter_0000001")
+    report = evaluate(run, tmp_path / "ev",
+                      EvalRequest(checkpoint=run / "checkpoints/iter_0000001"))
     assert report["iteration"] == 1 and report["training_seconds"] > 0
     with open(run / "log.csv") as fh:
         first = next(__import__("csv").DictReader(fh))
@@ -684,7 +686,7 @@ def test_train_needs_data_root(tmp_path):
 
 def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_path):
     from ebm_vae.core.config import config_from_dict
-    from ebm_vae.core.generation import train_generation
+    from ebm_vae.training.generation import train_generation
     from tests.conftest import TINY
     _, run = trained_run
     raw = {**TINY, "model": {**TINY["model"], "image_size": SIZE, "channels": 3, "decoder": {
@@ -693,7 +695,7 @@ def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_pat
                    {"channels": 3, "kernel": 4, "stride": 2, "padding": 1}]}}}
     train_generation(config_from_dict(raw), tmp_path / "gen", max_iters=1, images=rand_images(6),
                      progress=False)
-    report = evaluate(run, tmp_path / "ev", uncond_dir=tmp_path / "gen")
+    report = evaluate(run, tmp_path / "ev", EvalRequest(uncond_dir=tmp_path / "gen"))
     uncond = report["methods"]["unconditional model (encode-decode-revise-paste)"]
     assert uncond["psnr_image"]["mean"] > uncond["psnr_hole"]["mean"]
     small = {**TINY, "model": {**TINY["model"], "channels": 3, "decoder": {
@@ -702,7 +704,7 @@ def test_eval_with_unconditional_baseline_and_size_mismatch(trained_run, tmp_pat
     train_generation(config_from_dict(small), tmp_path / "gen8", max_iters=1,
                      images=rand_images(6, size=8), progress=False)
     with pytest.raises(FillError, match=r"\(3, 8, 8\)"):
-        evaluate(run, tmp_path / "ev8", uncond_dir=tmp_path / "gen8")
+        evaluate(run, tmp_path / "ev8", EvalRequest(uncond_dir=tmp_path / "gen8"))
 
 
 def test_a_phone_picture_is_filled_as_it_is_shown(trained_run, tmp_path, capsys):

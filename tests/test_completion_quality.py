@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ebm_vae.completion import evaluate as completion_evaluate
-from ebm_vae.completion.evaluate import L2_UNET, OURS, evaluate, fill_file
+from ebm_vae.completion.evaluate import L2_UNET, OURS, EvalRequest, evaluate, fill_file
 from ebm_vae.completion.l2_unet import l2_fill, load_l2_unet, train_l2_unet
 from ebm_vae.completion.masks import FillError, center_masks
 from ebm_vae.completion.quality import completion_fid
@@ -114,7 +114,7 @@ def test_eval_rows_for_l2_sharpness_and_fid(trained_run, l2_run, tmp_path, capsy
     assert all(m["sharpness"] > 0 for n, m in report["methods"].items() if not n.startswith("mean"))
     monkeypatch.setattr(completion_evaluate, "inception_features", lambda: (
         lambda x: x.reshape(len(x), 3, -1).mean(axis=2), "test features"))
-    report = evaluate(run, tmp_path / "b", l2_dir=l2, fid_holes=2)
+    report = evaluate(run, tmp_path / "b", EvalRequest(l2_dir=l2, fid_holes=2))
     fid = report["fid"]["methods"]
     assert set(fid) == set(report["methods"]) - {"ours: mean of the K revised fills"}
     assert fid[OURS]["n_completed"] == 2 * report["images"] and fid[OURS]["n_real"] == 3
@@ -156,7 +156,7 @@ def test_exported_weights_fill_without_the_run(trained_run, tmp_path, capsys):  
 
 
 def test_a_resumed_log_with_new_columns_is_widened_not_torn(tmp_path):
-    from ebm_vae.core.record import RunLog, read_log
+    from ebm_vae.training.record import RunLog, read_log
     log = RunLog(tmp_path / "log.csv", None)
     log.append({"iteration": 1, "loss": 0.5})
     log.append({"iteration": 2, "loss": 0.4})

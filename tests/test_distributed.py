@@ -18,9 +18,9 @@ from distributed_worker import learn_once
 
 from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.models import build_models
-from ebm_vae.core.checkpoints import read_checkpoint
-from ebm_vae.core.generation import train_generation
-from ebm_vae.core.stopping import TrainingError
+from ebm_vae.training.checkpoints import read_checkpoint
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.utils.parallel import (World, _poison_if_non_finite, check_shards, data_parallel,
                                    mean_values, seed_worker, shard)
 
@@ -73,7 +73,7 @@ def test_a_non_finite_output_makes_the_gradient_nan(bad):
 
 
 def test_a_workers_training_error_is_a_user_error(tiny_raw, tiny_images, tmp_path, monkeypatch):
-    import ebm_vae.core.train as train
+    import ebm_vae.training.trainer as train
     monkeypatch.setattr(train, "init_world", lambda: World(0, 4))
     with pytest.raises(TrainingError, match="multiples of 4"):
         train_generation(config_from_dict(tiny_raw), tmp_path / "run", 1, images=tiny_images,

@@ -25,18 +25,19 @@ import paddle
 import pytest
 import yaml
 
-from ebm_vae.core import checkpoints, runs
+from ebm_vae.training import checkpoints, runs
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, checkpoint_iteration,
+from ebm_vae.training.checkpoints import (LEGACY_CHECKPOINT, LegacyFormatError, checkpoint_iteration,
                                       latest_checkpoint, read_checkpoint)
-from ebm_vae.core.legacy import read_pickle
-from ebm_vae.core.record import read_log
-from ebm_vae.core.states import CheckpointError, NonFiniteWeights
-from ebm_vae.core.generation import train_generation
-from ebm_vae.core.stopping import TrainingError
+from ebm_vae.training.legacy import read_pickle
+from ebm_vae.training.record import read_log
+from ebm_vae.training.states import CheckpointError, NonFiniteWeights
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.errors import Stopped, UserError
 from ebm_vae.utils.atomic import WriteError
 from ebm_vae.utils.cli import run_tool
+from ebm_vae.utils.runtime import configure_cpu
 from ebm_vae.utils.runlock import LOCK_FILE
 from tests.conftest import (TINY, assert_same_states, checkpoint_states, log_rows, old_modules,
                             signal_training, write_old_checkpoint)
@@ -98,8 +99,9 @@ def _error_line(capsys) -> str:
 
 
 def _run(raw, images, out, max_iters, resume=False):
+    configure_cpu(threads=1)  # the math threads training keeps
     return train_generation(config_from_dict(raw), out, max_iters, resume, images=images,
-                            progress=False, threads=1)
+                            progress=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def test_old_format_run_is_refused_then_converts_and_resumes(tiny_raw, tiny_imag
     write_old_checkpoint(old / LEGACY_CHECKPOINT, {"iteration": 2,
                                                    "modules": old_modules(task.modules())})
     hint = f"python tools/convert_run.py {old / LEGACY_CHECKPOINT}"
-    for load in (latest_checkpoint, runs.open_run, read_checkpoint):
+    for load in (latest_checkpoint, runs.load_run, read_checkpoint):
         with pytest.raises(LegacyFormatError, match="convert_run.py"):
             load(old)
     assert sample_tool.main(["--ckpt", str(old), "--n", "2", "--no-progress"]) == 2
@@ -142,7 +144,7 @@ def test_old_format_run_is_refused_then_converts_and_resumes(tiny_raw, tiny_imag
                 np.testing.assert_array_equal(new[m][k].numpy(), v, err_msg=f"{m}/{k}")
     assert convert_tool.main([str(old / LEGACY_CHECKPOINT)]) == 2  # nothing left: one line
     assert "nothing to convert" in _error_line(capsys)
-    assert runs.open_run(old).iteration == 2  # the old file beside the folder is ignored
+    assert runs.load_run(old).iteration == 2  # the old file beside the folder is ignored
     # the converted run resumes to the uninterrupted result
     _run(tiny_raw, tiny_images, old, 4, resume=True)
     assert_same_states(old, full)
@@ -169,7 +171,7 @@ def test_sample_tool_on_a_folder_with_only_config_and_pdparams(tiny_raw, tiny_im
     assert sample_tool.main(["--ckpt", str(shipped), "--batch-size", "0"]) == 2
     assert "--batch-size" in _error_line(capsys)
     # the weights are the checkpoint's
-    got = runs.open_run(shipped).models.decoder.state_dict()
+    got = runs.load_run(shipped).models.decoder.state_dict()
     want = read_checkpoint(run)["modules"]["decoder"]
     assert all(np.array_equal(got[k].numpy(), want[k].numpy()) for k in want)
 
@@ -185,7 +187,7 @@ def test_loading_is_exact_and_names_the_tensors(tiny_raw, tiny_images, tmp_path,
     state["net.9.bias"] = paddle.zeros([1])
     paddle.save(state, str(shipped / "decoder.pdparams"))
     with pytest.raises(CheckpointError) as err:
-        runs.open_run(shipped)
+        runs.load_run(shipped)
     msg = str(err.value)
     assert "decoder.pdparams: missing net.3.weight; unexpected net.9.bias; shape of net.0.weight " \
            "is [9,4,4,4], the config expects [4,4,4,4]" in msg
@@ -250,7 +252,7 @@ def test_importing_ebm_vae_has_no_side_effects(tmp_path):
             "assert 'paddle' not in sys.modules, 'import ebm_vae imported paddle'\n"
             "import paddle\n"
             "device = paddle.get_device()\n"
-            "import ebm_vae.api, ebm_vae.core.train, ebm_vae.core.runs, ebm_vae.utils.runtime\n"
+            "import ebm_vae.api, ebm_vae.training.trainer, ebm_vae.training.runs, ebm_vae.utils.runtime\n"
             "assert paddle.get_device() == device, paddle.get_device()\n"
             "assert 'MKL_DEBUG_CPU_TYPE' not in os.environ\n"
             "assert callable(ebm_vae.load_run) and callable(ebm_vae.sample)\n")
@@ -648,7 +650,7 @@ def test_kill_soak_sigkill_at_random_moments_then_resume_gives_the_uninterrupted
 
 
 def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_path, monkeypatch):
-    import ebm_vae.core.record as record_mod
+    import ebm_vae.training.record as record_mod
     _run(tiny_raw, tiny_images, tmp_path / "full", 4)
     run = tmp_path / "run"
     real, calls = csv.DictWriter, [0]
@@ -671,28 +673,29 @@ def test_a_full_disk_during_a_log_append_then_resume(tiny_raw, tiny_images, tmp_
     assert_same_states(run, tmp_path / "full")
 
 
-def _signal_twice_in(monkeypatch, method: str, at_call: int) -> None:
-    """Send SIGINT twice inside GenerationTask.<method> of iteration `at_call`."""
-    import ebm_vae.core.generation as train_mod
-    real, calls = getattr(train_mod.GenerationTask, method), [0]
+def _signal_twice_in(monkeypatch, name: str, at_call: int) -> None:
+    """Send SIGINT twice inside core.teach.<name> (`revise`: steps 1-3, `learn`: steps 4-5) of
+    iteration `at_call`."""
+    import ebm_vae.core.teach as teach
+    real, calls = getattr(teach, name), [0]
 
-    def patched(self, arg):
+    def patched(*args, **kwargs):
         calls[0] += 1
-        out = real(self, arg)
+        out = real(*args, **kwargs)
         if calls[0] == at_call:
             os.kill(os.getpid(), signal.SIGINT)  # finish the iteration, then stop...
             os.kill(os.getpid(), signal.SIGINT)  # ...no: stop now
             time.sleep(0.1)
         return out
 
-    monkeypatch.setattr(train_mod.GenerationTask, method, patched)
+    monkeypatch.setattr(teach, name, patched)
 
 
 def test_a_second_signal_abandons_the_revision_and_saves_the_state_before_it(
         tiny_raw, tiny_images, tmp_path, monkeypatch):
     """SIGINT twice while iteration 3 revises its chains (steps 1-3, no update yet): the
     checkpoint is the state after iteration 2, exactly (batch-norm statistics included)."""
-    from ebm_vae.core.stopping import Interrupted
+    from ebm_vae.training.stopping import Interrupted
     _run(tiny_raw, tiny_images, tmp_path / "ref2", 2)
     _signal_twice_in(monkeypatch, "revise", 3)
     tiny_raw["train"]["checkpoint_every"] = 100
@@ -710,7 +713,7 @@ def test_signals_during_the_updates_let_the_iteration_finish(tiny_raw, tiny_imag
                                                              monkeypatch):
     """SIGINT twice while iteration 3 updates the networks (steps 4-5): the updates are never cut
     in half; the iteration ends, its state is saved and the run stops."""
-    from ebm_vae.core.stopping import Interrupted
+    from ebm_vae.training.stopping import Interrupted
     _run(tiny_raw, tiny_images, tmp_path / "ref3", 3)
     _signal_twice_in(monkeypatch, "learn", 3)
     tiny_raw["train"]["checkpoint_every"] = 100
@@ -748,10 +751,10 @@ def test_a_reader_chooses_again_when_the_trainer_removes_its_checkpoint(tiny_raw
         return real(folder, names)
 
     monkeypatch.setattr(checkpoints, "read_folder", writer_in_between)
-    assert runs.open_run(run).iteration == 4
+    assert runs.load_run(run).iteration == 4
     assert read_checkpoint(run)["iteration"] == 4
     with pytest.raises(CheckpointError, match="state.json not found"):  # named: no retry
-        runs.open_run(run / "checkpoints" / "iter_0000001")
+        runs.load_run(run / "checkpoints" / "iter_0000001")
 
 
 def test_sampling_a_run_while_it_writes_a_checkpoint_every_moment(tiny_raw, tmp_path, capsys):
@@ -780,7 +783,7 @@ def test_sampling_a_run_while_it_writes_a_checkpoint_every_moment(tiny_raw, tmp_
                                      "1", "--no-progress", "--out", str(tmp_path / f"{i}.npz")]) == 0
             runs.export_weights(run, tmp_path / "export")
         for _ in range(60):
-            assert read_checkpoint(run)["iteration"] >= 1 and runs.open_run(run).iteration >= 1
+            assert read_checkpoint(run)["iteration"] >= 1 and runs.load_run(run).iteration >= 1
     finally:
         done.set()
         thread.join()
@@ -811,18 +814,18 @@ def test_no_checkpoint_best_or_export_holds_a_weight_that_is_not_finite(tiny_raw
                                                                        capsys):
     """The EBM's weights become NaN in iteration 3 (its losses stay finite): the checkpoint of
     iteration 4 is refused and the run stops in one line; the one of iteration 2 stays."""
-    import ebm_vae.core.generation as gen
-    real, calls = gen.GenerationTask.learn, [0]
+    import ebm_vae.core.teach as teach
+    real, calls = teach.learn, [0]
 
-    def learn(self, drawn):
-        out = real(self, drawn)
+    def learn(models, *args):
+        out = real(models, *args)
         calls[0] += 1
         if calls[0] == 3:
-            weight = next(iter(self.models.ebm.parameters()))
+            weight = next(iter(models.ebm.parameters()))
             weight.set_value(paddle.full(weight.shape, float("nan")))
         return out
 
-    monkeypatch.setattr(gen.GenerationTask, "learn", learn)
+    monkeypatch.setattr(teach, "learn", learn)
     run = tmp_path / "run"
     with pytest.raises(TrainingError) as err:
         _run(tiny_raw, tiny_images, run, 6)
@@ -891,7 +894,7 @@ def test_a_request_that_cannot_fit_in_memory_is_refused_first(tiny_raw, tiny_ima
     assert not list(run.glob("eval*"))
     import ebm_vae
     with pytest.raises(UserError, match="would take"):
-        ebm_vae.sample(runs.open_run(run), n=10 ** 11)
+        ebm_vae.sample(runs.load_run(run), n=10 ** 11)
 
 
 def _stop_a_tool(argv: list[str], sig: int) -> tuple[int, list[str]]:

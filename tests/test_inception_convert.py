@@ -239,7 +239,7 @@ def test_pool3_only_weights_refuse_is_in_one_line():
     message = ("IS needs pytorch-fid's .pth with the classifier layer (fc); these weights "
                "(inception_fid.pdparams) have pool3 only")
     with pytest.raises(InceptionWeightsError) as info:
-        evaluate_mod.prerequisites(["is"], "mnist", inception=net)
+        evaluate_mod.prerequisites(["is"], "mnist", sources=evaluate_mod.Sources(net))
     assert str(info.value) == message
     with pytest.raises(InceptionWeightsError, match="pool3 only"):
         net.logits(paddle.zeros([1, 2048]))
@@ -302,16 +302,18 @@ def test_reference_statistics_are_cached_by_weights_and_image_count(tmp_path, fa
 def test_fid_states_the_image_counts_and_finds_the_cached_reference(fake_inception):
     net = FIDInceptionV3(logits=False)
     net.weights_file, net.weights_sha256 = "w.pdparams", "c" * 64
-    pre = evaluate_mod.prerequisites(["fid"], "mnist", reference="test", inception=net,
+    pre = evaluate_mod.prerequisites(["fid"], "mnist", reference="test",
+                                     sources=evaluate_mod.Sources(net),
                                      reference_n=7, progress=False)
     assert pre.fid_stats.n == 7 and "inception_mnist_test_7_cccc" in pre.fid_stats_path
     images = np.random.default_rng(1).uniform(-1, 1, (12, 1, 4, 4)).astype(np.float32)
-    res = evaluate_mod.evaluate(None, ["fid"], pre, images={"real_test": images},
-                                source="real_test", progress=False)["fid"]
+    res = evaluate_mod.evaluate(None, ["fid"], pre,
+                                evaluate_mod.Request({"real_test": images}, "real_test"),
+                                progress=False)["fid"]
     assert res["reference_images"] == 7 and res["protocol"]["num_samples"] == 12
     assert res["reference_stats"] == pre.fid_stats_path and res["real_test"] >= 0
-    evaluate_mod.prerequisites(["fid"], "mnist", reference="test", inception=net, reference_n=7,
-                               progress=False)
+    evaluate_mod.prerequisites(["fid"], "mnist", reference="test",
+                               sources=evaluate_mod.Sources(net), reference_n=7, progress=False)
     assert fake_inception == [7, 12]  # the reference was computed once
 
 

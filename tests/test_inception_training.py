@@ -8,9 +8,9 @@ import math
 import paddle
 import pytest
 
-from ebm_vae.core.checkpoints import best_score
+from ebm_vae.training.checkpoints import best_score
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.generation import train_generation
+from ebm_vae.training.generation import train_generation
 from ebm_vae.eval import fid_reference
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.eval.inception import FIDInceptionV3

@@ -1,5 +1,7 @@
-"""The package's shape: no import cycles, the method (core/) depends on nothing above it, and no
-module over 400 lines or function over 60 (ebm_vae/ and tools/)."""
+"""The package's shape: no import cycles, the method (core/) depends on nothing above it (not even
+the training machinery), one road through the code (one `load_run`, the training loop runs the
+README's Algorithm 1), and no module over 400 lines, function over 60 or over 8 parameters
+(ebm_vae/ and tools/)."""
 from __future__ import annotations
 
 import ast
@@ -55,7 +57,8 @@ def test_no_import_cycles():
 
 
 def test_core_depends_on_nothing_above_it():
-    above = ("ebm_vae.eval", "ebm_vae.completion", "ebm_vae.reproduce", "ebm_vae.api")
+    above = ("ebm_vae.training", "ebm_vae.eval", "ebm_vae.completion", "ebm_vae.reproduce",
+             "ebm_vae.api")
     for module, deps in _imports().items():
         if module.startswith("ebm_vae.core"):
             assert not [d for d in deps if d.startswith(above)], module
@@ -86,7 +89,7 @@ def test_the_algorithm_holds_no_distribution_code():
         assert not found, f"core/{name} uses {sorted(found)}"
 
 
-LAYERS = ["errors", "utils", "data", "core", "eval", "completion", "reproduce", "api"]
+LAYERS = ["errors", "utils", "data", "core", "training", "eval", "completion", "reproduce", "api"]
 
 
 def _layer(module: str) -> int:
@@ -100,7 +103,7 @@ def _from_imports(tree: ast.AST) -> list[ast.ImportFrom]:
 
 
 def test_no_module_imports_a_higher_layer():
-    """errors < utils < data < core < eval < completion < reproduce < api."""
+    """errors < utils < data < core < training < eval < completion < reproduce < api."""
     for path in PACKAGE.rglob("*.py"):
         module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         mine = _layer(module)
@@ -170,3 +173,67 @@ def test_no_module_over_400_lines_and_no_function_over_60():
     assert done == [], f"{done} within the limits now (or gone): remove from PENDING_SPLIT"
     nested = "class A:\n    def f(self):\n        def g():\n" + "            pass\n" * 60
     assert _over_limits("x.py", nested) == ["x.py:2 f() 62 lines", "x.py:3 g() 61 lines"]
+
+
+def _sources() -> list[Path]:
+    repo = PACKAGE.parent
+    return sorted([*PACKAGE.rglob("*.py"), *(repo / "tools").glob("*.py")])
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef]:
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+MAX_PARAMETERS = 8
+
+
+def _parameters(fn: ast.FunctionDef) -> int:
+    """A function's parameters, `self` / `cls` of a method not counted, *args and **kwargs are."""
+    a = fn.args
+    names = [p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+    own = names[1:] if names[:1] in (["self"], ["cls"]) else names
+    return len(own) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def test_no_function_takes_more_than_8_parameters():
+    """Configs are passed whole (the section a function needs), not field by field."""
+    over = [f"{path.relative_to(PACKAGE.parent).as_posix()}:{fn.lineno} {fn.name}() "
+            f"{_parameters(fn)}" for path in _sources()
+            for fn in _functions(ast.parse(path.read_text())) if _parameters(fn) > MAX_PARAMETERS]
+    assert over == [], f"over {MAX_PARAMETERS} parameters: {over}"
+    wide = ast.parse("class A:\n    def f(self, a, b, *c, d, **e): pass").body[0].body[0]
+    assert _parameters(wide) == 5  # the check works
+
+
+def test_one_load_run():
+    """One way to load a run: one `def load_run` in ebm_vae/ (ebm_vae.load_run is that one)."""
+    found = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+             for fn in _functions(ast.parse(path.read_text())) if fn.name == "load_run"]
+    assert found == ["training/runs.py"], found
+    import ebm_vae
+    from ebm_vae.training import runs
+    assert ebm_vae.load_run is runs.load_run
+
+
+def test_training_runs_the_readmes_algorithm_1():
+    """The README names `ebm_vae/core/teach.py` and docs/method.md its `teach_step` as Algorithm 1:
+    every training task's step calls that function (generation and completion alike)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert "Algorithm 1" in readme and "`ebm_vae/core/teach.py: teach_step`" in readme
+    for name in ("training/generation.py", "completion/train.py"):
+        steps = [fn for fn in _functions(ast.parse((PACKAGE / name).read_text()))
+                 if fn.name == "step"]
+        called = {n.func.id for fn in steps for n in ast.walk(fn)
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert len(steps) == 1 and "teach_step" in called, name
+    loop = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
+    calls = {n.func.attr for n in ast.walk(loop) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute)}
+    assert "step" in calls  # the trainer's iteration is the task's step
+
+
+def test_the_sampling_defaults_are_resolved_in_one_place():
+    """"Steps default to sample.steps" (and chains to train.num_chains) is written once."""
+    found = [path.relative_to(PACKAGE.parent).as_posix() for path in _sources()
+             if "sample.steps if" in path.read_text() or "num_chains if" in path.read_text()]
+    assert found == ["ebm_vae/core/sampling.py"], found

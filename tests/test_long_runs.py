@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,13 +14,14 @@ import paddle
 import pytest
 
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.guards import BestKeeper, CollapseError, CollapseGuard
-from ebm_vae.core.checkpoints import best_score, checkpoint_dirs, read_checkpoint
-from ebm_vae.core.runs import export_weights, load_run
+from ebm_vae.training.guards import BestKeeper, CollapseError, CollapseGuard
+from ebm_vae.training.checkpoints import best_score, checkpoint_dirs, read_checkpoint
+from ebm_vae.training.runs import export_weights, load_run
 from ebm_vae.core.teach import ebm_loss, make_optimizers, teach_step
 from ebm_vae.core.models import build_models
-from ebm_vae.core.generation import train_generation
-from ebm_vae.core.train import Evaluation, TrainingError
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.record import Evaluation
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.utils.typed_yaml import ConfigError
 from tests.conftest import assert_same_states
 
@@ -79,11 +81,12 @@ def _step(raw, data_noise):
     cfg = config_from_dict(raw)
     paddle.seed(0)
     models = build_models(cfg.model)
-    opt_e, opt_v = make_optimizers(models, 1e-3, 1e-3, 0.5, 0.999)
+    train = dataclasses.replace(cfg.train, lr_ebm=1e-3, lr_vae=1e-3, beta1=0.5, beta2=0.999,
+                                gamma=2.0, data_noise=data_noise, energy_penalty=0.0)
+    cfg = dataclasses.replace(cfg, train=train)
     x = paddle.zeros([6, 1, 8, 8])
     paddle.seed(1)
-    stats, _, _ = teach_step(models, opt_e, opt_v, x, 5, cfg.model.latent_dim, cfg.langevin, 2.0,
-                             data_noise=data_noise)
+    stats = teach_step(models, make_optimizers(models, train), x, cfg, 5).stats
     return stats
 
 
@@ -363,7 +366,7 @@ def test_the_average_is_checkpointed_resumes_exactly_and_never_feeds_training(ti
 
 def test_the_average_exports_as_weights_and_a_run_without_one_says_so(tiny_raw, tiny_images,
                                                                      tmp_path):
-    from ebm_vae.core.states import CheckpointError
+    from ebm_vae.training.states import CheckpointError
     tiny_raw["train"]["ema"] = 0.5
     _run(tiny_raw, tiny_images, tmp_path / "r", 2)
     export_weights(tmp_path / "r", tmp_path / "w", averaged=True)
@@ -403,7 +406,7 @@ def test_init_starts_the_average_at_the_loaded_weights_and_it_is_scored(tiny_raw
 
 
 def test_tools_sample_and_evaluate_the_average_of_a_checkpoint(tiny_raw, tiny_images, tmp_path):
-    from ebm_vae.core.states import CheckpointError
+    from ebm_vae.training.states import CheckpointError
     tiny_raw["train"]["ema"] = 0.5
     _run(tiny_raw, tiny_images, tmp_path / "r", 2)
     saved = read_checkpoint(tmp_path / "r")["modules"]["ema_ebm"]

@@ -123,7 +123,7 @@ def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_pa
 
     import paddle
 
-    from ebm_vae.core.checkpoints import write_checkpoint
+    from ebm_vae.training.checkpoints import write_checkpoint
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import evaluate as evaluate_tool
@@ -154,17 +154,18 @@ def test_a_classifier_checkpoint_with_the_wrong_content_is_one_clear_line(tmp_pa
 
 def test_one_evaluation_path_scores_image_sets_with_the_classifier_metrics():
     """eval.evaluate on given image sets: cls_fid and cls_is (the vocabulary the tables use)."""
-    from ebm_vae.eval.evaluate import (METRICS, EvaluationError, classifier_score, evaluate,
-                                       prerequisites)
+    from ebm_vae.eval.evaluate import (METRICS, EvaluationError, Request, Sources,
+                                       classifier_score, evaluate, prerequisites)
 
     assert METRICS == ("fid", "is", "cls_fid", "cls_is", "recon")
     rng = np.random.default_rng(9)
     clf = fit_classifier("toy", {"train": _blobs(rng, 128), "test": _blobs(rng, 64)}, 2, progress=False)
     real = _blobs(rng, 40)[0]
     noise = rng.uniform(-1, 1, real.shape).astype(np.float32)
-    pre = prerequisites(["cls_fid", "cls_is"], "toy", classifier=clf, reference="test")
-    res = evaluate(None, ["cls_is", "cls_fid"], pre, images={"real": real, "noise": noise},
-                   source="file", seed=1)
+    pre = prerequisites(["cls_fid", "cls_is"], "toy", sources=Sources(classifier=clf),
+                        reference="test")
+    res = evaluate(None, ["cls_is", "cls_fid"], pre,
+                   Request({"real": real, "noise": noise}, "file", seed=1))
     assert list(res) == ["cls_is", "cls_fid"]
     assert res["cls_is"]["real"] == pytest.approx(list(classifier_score(clf, real)))
     assert res["cls_fid"]["real"] == pytest.approx(clf.fid(real, "test"))
@@ -174,11 +175,11 @@ def test_one_evaluation_path_scores_image_sets_with_the_classifier_metrics():
                      "reference": "test", "seed": 1, "iteration": None, "run": None}
     assert "NOT comparable" in res["cls_is"]["note"] and res["cls_is"] is not res["cls_fid"]
     with pytest.raises(EvaluationError, match="unknown metrics"):
-        prerequisites(["cls_fid", "fdi"], "toy", classifier=clf)
+        prerequisites(["cls_fid", "fdi"], "toy", sources=Sources(classifier=clf))
     with pytest.raises(EvaluationError, match="loaded for"):
-        evaluate(None, ["recon"], pre, images={"real": real})
+        evaluate(None, ["recon"], pre, Request({"real": real}))
     with pytest.raises(ClassifierError, match="trained on toy, not mnist"):
-        prerequisites(["cls_is"], "mnist", classifier=clf)
+        prerequisites(["cls_is"], "mnist", sources=Sources(classifier=clf))
 
 
 def test_evaluate_tool_scores_a_sample_file_with_cls_fid_and_cls_is(tmp_path, capsys):

@@ -11,7 +11,7 @@ import paddle
 import pytest
 
 import ebm_vae
-from ebm_vae.core.states import CheckpointError
+from ebm_vae.training.states import CheckpointError
 from tools import sample as sample_tool
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ebm_vae.core.checkpoints import latest_checkpoint, write_checkpoint
-from ebm_vae.reproduce.pipeline import reproduce
+from ebm_vae.training.checkpoints import latest_checkpoint, write_checkpoint
+from ebm_vae.reproduce.pipeline import Places, reproduce
 from ebm_vae.reproduce.plan import data_root, last_wins, parse_data_roots, plan, run_state
 from ebm_vae.reproduce.report import Row, plot_panels, render_csv, render_markdown, write_report
 from ebm_vae.reproduce.spec import (TABLES_DIR, find_tables, load_table, metric_names,
@@ -220,7 +220,7 @@ def test_run_state_new_resume_done(tmp_path):
 
 def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch):
     """Two runs of an 8x8 sweep, reconstruction metric: trained, then reused, then resumed."""
-    import ebm_vae.core.generation
+    import ebm_vae.training.generation
     import ebm_vae.data.datasets
 
     data, roots = tmp_path / "mnist", []
@@ -231,7 +231,7 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
         return images, np.zeros(len(images), np.int64)
 
     monkeypatch.setattr(ebm_vae.data.datasets, "load_split", fake_split)  # evaluation's data
-    monkeypatch.setattr(ebm_vae.core.generation, "load_split", fake_split)  # training's data
+    monkeypatch.setattr(ebm_vae.training.generation, "load_split", fake_split)  # training's data
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(batch_size=4, num_chains=4)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
@@ -242,8 +242,8 @@ def test_tiny_table_trains_reuses_and_resumes(tmp_path, tiny_images, monkeypatch
                         "quick": {"num_samples": 4, "max_iters": 2, "eval_langevin": "train"}}}
     path = tmp_path / "tablet.yaml"
     path.write_text(yaml.safe_dump(table))
-    args = dict(scale_name="quick", runs_root=tmp_path / "runs", results_dir=tmp_path / "results",
-                roots={"mnist": str(data)}, folder=None, threads=1, progress=False)
+    places = Places(tmp_path / "runs", tmp_path / "results", {"mnist": str(data)})
+    args = dict(scale_name="quick", places=places, progress=False)
     reproduce(path, **args, report_only=True)  # nothing trained yet: an empty, marked report
     md = (tmp_path / "results" / "tablet.md").read_text()
     assert ("**Incomplete: 2 runs not in this report yet**: gamma=1.0 seed 3 (not started); "
@@ -370,8 +370,8 @@ def test_both_tools_evaluate_through_eval_evaluate(monkeypatch):
 
 def test_eval_every_without_the_evaluation_hook_is_refused(tiny_raw, tmp_path, tiny_images):
     from ebm_vae.core.config import config_from_dict
-    from ebm_vae.core.generation import train_generation
-    from ebm_vae.core.stopping import TrainingError
+    from ebm_vae.training.generation import train_generation
+    from ebm_vae.training.stopping import TrainingError
 
     tiny_raw["eval"] = {"every": 1, "num_samples": 4}
     with pytest.raises(TrainingError, match="evaluation=ebm_vae.eval.evaluate.training_evaluation"):

@@ -17,11 +17,11 @@ import pytest
 from ebm_vae.core.config import config_from_dict, dump_config
 from ebm_vae.core.langevin import langevin
 from ebm_vae.core.models import build_models
-from ebm_vae.core.checkpoints import read_checkpoint, write_checkpoint
-from ebm_vae.core.runs import export_weights, load_run
-from ebm_vae.core.states import CheckpointError
+from ebm_vae.training.checkpoints import read_checkpoint, write_checkpoint
+from ebm_vae.training.runs import export_weights, load_run
+from ebm_vae.training.states import CheckpointError
 from ebm_vae.core.sampling import ancestral_sample, interpolate, reconstruct, with_steps
-from ebm_vae.core.generation import train_generation
+from ebm_vae.training.generation import train_generation
 from ebm_vae.eval.classifier import fit_classifier, save_classifier
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.provenance import code_version, command_line
@@ -262,7 +262,7 @@ def test_training_time_evaluation_logs_and_plots_without_changing_training(mnist
 
 def test_training_time_evaluation_scores_the_weight_average_and_keeps_its_best(mnist_run, tmp_path):
     import yaml
-    from ebm_vae.core.checkpoints import best_score
+    from ebm_vae.training.checkpoints import best_score
     from ebm_vae.data.datasets import load_split
     raw = yaml.safe_load((mnist_run / "config.yaml").read_text())
     splits = {s: load_split("mnist", raw["data"]["root"], s) for s in ("train", "test")}

@@ -1,6 +1,8 @@
 """Losses and their gradients: signs, hand computations, and which parameters each update reaches."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -10,6 +12,17 @@ from ebm_vae.core.config import config_from_dict
 from ebm_vae.core.models import build_models
 from ebm_vae.core.teach import (NonFiniteError, decayed_lr, ebm_loss, kl_to_standard_normal,
                                 make_optimizers, teach_step, vae_loss)
+
+
+def _teaching(raw, gamma=2.0, lr=0.01):
+    """The tiny config with Adam(lr, beta1=0.5, beta2=0.999) for both and `gamma`, and its
+    networks and optimisers."""
+    cfg = config_from_dict(raw)
+    train = dataclasses.replace(cfg.train, lr_ebm=lr, lr_vae=lr, beta1=0.5, beta2=0.999,
+                                gamma=gamma)
+    cfg = dataclasses.replace(cfg, train=train)
+    models = build_models(cfg.model)
+    return cfg, models, make_optimizers(models, train)
 
 
 class LinearEnergy(nn.Layer):
@@ -38,9 +51,7 @@ def test_ebm_loss_gradient_is_mle_gradient():
 
 def test_ebm_update_raises_f_on_data_and_lowers_it_on_samples(tiny_raw):
     paddle.seed(0)
-    cfg = config_from_dict(tiny_raw)
-    models = build_models(cfg.model)
-    opt_ebm, _ = make_optimizers(models, 0.01, 0.01, 0.5, 0.999)
+    cfg, models, (opt_ebm, _) = _teaching(tiny_raw)
     x_data = paddle.full([6, 1, 8, 8], 0.5)
     x_rev = paddle.full([5, 1, 8, 8], -0.5)
     before = float(models.ebm(x_data).mean()), float(models.ebm(x_rev).mean())
@@ -119,12 +130,10 @@ def _snapshot(layer):
 
 def test_teach_step_updates_every_network_once(tiny_raw):
     paddle.seed(0)
-    cfg = config_from_dict(tiny_raw)
-    models = build_models(cfg.model)
-    opt_ebm, opt_vae = make_optimizers(models, 0.01, 0.01, 0.5, 0.999)
+    cfg, models, optimizers = _teaching(tiny_raw)
     before = {k: _snapshot(m) for k, m in models._asdict().items()}
     x = paddle.uniform([6, 1, 8, 8], min=-1, max=1)
-    stats, x_hat, x_tilde = teach_step(models, opt_ebm, opt_vae, x, 5, 4, cfg.langevin, 2.0)
+    stats, x_hat, x_tilde, _ = teach_step(models, optimizers, x, cfg, 5)
     assert x_hat.shape == [5, 1, 8, 8] and x_tilde.shape == [5, 1, 8, 8]
     for k, m in models._asdict().items():
         changed = {n: not np.array_equal(a, p.numpy())
@@ -136,27 +145,22 @@ def test_teach_step_updates_every_network_once(tiny_raw):
 
 
 def test_teach_step_refuses_nan_before_updating(tiny_raw):
-    cfg = config_from_dict(tiny_raw)
-    models = build_models(cfg.model)
-    opt_ebm, opt_vae = make_optimizers(models, 0.01, 0.01, 0.5, 0.999)
+    cfg, models, optimizers = _teaching(tiny_raw)
     before = _snapshot(models.ebm)
     x = paddle.full([6, 1, 8, 8], float("nan"))
     with pytest.raises(NonFiniteError, match="f\\(data\\)"):
-        teach_step(models, opt_ebm, opt_vae, x, 5, 4, cfg.langevin, 2.0)
+        teach_step(models, optimizers, x, cfg, 5)
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, models.ebm.parameters()))
 
 
 def test_a_vae_nan_leaves_the_ebm_untouched_too(tiny_raw):
     """Both gradients are checked before either update: a non-finite VAE loss (gamma = NaN) must
     not let the EBM take its step first."""
-    cfg = config_from_dict(tiny_raw)
-    models = build_models(cfg.model)
-    opt_ebm, opt_vae = make_optimizers(models, 0.01, 0.01, 0.5, 0.999)
+    cfg, models, optimizers = _teaching(tiny_raw, gamma=float("nan"))
     trained = [p for m in models for p in m.parameters() if not p.stop_gradient]
     before = [p.numpy().copy() for p in trained]
     with pytest.raises(NonFiniteError, match="VAE loss"):
-        teach_step(models, opt_ebm, opt_vae, paddle.zeros([6, 1, 8, 8]), 5, 4, cfg.langevin,
-                   float("nan"))
+        teach_step(models, optimizers, paddle.zeros([6, 1, 8, 8]), cfg, 5)
     assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, trained))
 
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.checkpoints import checkpoint_iteration, latest_checkpoint, read_checkpoint
-from ebm_vae.core.generation import train_generation
-from ebm_vae.core.stopping import TrainingError
+from ebm_vae.training.checkpoints import checkpoint_iteration, latest_checkpoint, read_checkpoint
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.utils.provenance import code_version, read_provenance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.generation import train_generation
+from ebm_vae.training.generation import train_generation
 from ebm_vae.utils.cli import add_train_args, resolve, run_tool
 from ebm_vae.utils.typed_yaml import ConfigError
 

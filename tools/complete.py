@@ -23,23 +23,24 @@ import functools
 import sys
 from pathlib import Path
 
-from ebm_vae.completion.evaluate import evaluate, fill_file, plot_curve
+from ebm_vae.completion.evaluate import EvalRequest, Fills, evaluate, fill_file, plot_curve
 from ebm_vae.completion.l2_unet import train_l2_unet
 from ebm_vae.completion.masks import FillError
 from ebm_vae.completion.networks import build_conditional_models
 from ebm_vae.completion.train import export_completion, train_completion
-from ebm_vae.core.runs import model_shapes
+from ebm_vae.training.runs import model_shapes
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.utils.cli import add_threads_arg, add_train_args, resolve, run_tool
+from ebm_vae.utils.runtime import configure_runtime
 
 
 def _train(args: argparse.Namespace) -> None:
     shapes = functools.partial(model_shapes, build=build_conditional_models)
     cfg, run_dir, resume = resolve(args, completion_config_from_dict, shapes=shapes)
     print(f"run folder: {run_dir}", file=sys.stderr)
-    train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
-                     threads=args.threads)
+    configure_runtime(cfg.device, args.threads)  # training keeps these math threads
+    train_completion(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress)
     print(f"done: {run_dir}", file=sys.stderr)
 
 
@@ -54,9 +55,10 @@ def _check_counts(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     _check_counts(args)
     out = args.out or Path(args.ckpt) / "eval"
-    report = evaluate(args.ckpt, out, args.data_root, args.uncond_ckpt, args.limit, args.seed,
-                      args.steps, args.samples, args.mask_kind, args.mask_size, args.checkpoint,
-                      args.split, args.threads, args.l2_ckpt, args.fid_holes)
+    request = EvalRequest(args.data_root, args.split, args.limit, args.mask_kind, args.mask_size,
+                          args.checkpoint, args.uncond_ckpt, args.l2_ckpt, args.fid_holes)
+    report = evaluate(args.ckpt, out, request, Fills(args.seed, args.steps, args.samples),
+                      args.threads)
     mask = report["mask"]
     print(f"checkpoint {report['checkpoint']} (iteration {report['iteration']}); test holes: "
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
@@ -88,8 +90,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _fill(args: argparse.Namespace) -> None:
     _check_counts(args)
-    fill_file(args.ckpt, args.image, args.mask, args.out, args.resize, args.seed, args.steps,
-              args.samples, args.threads)
+    fill_file(args.ckpt, args.image, args.mask, args.out, args.resize,
+              Fills(args.seed, args.steps, args.samples), args.threads)
     out = Path(args.out)
     print(f"written {out}" if args.samples == 1 else
           f"written {out.stem}_1..{args.samples}.png and {out.stem}_grid.png in {out.parent}")

@@ -23,9 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebm_vae.core.checkpoints import CHECKPOINTS, LEGACY_CHECKPOINT, split_checkpoint
-from ebm_vae.core.legacy import convert_run, convert_snapshot, is_run_state, read_pickle
-from ebm_vae.core.runs import export_weights
+from ebm_vae.training.checkpoints import CHECKPOINTS, LEGACY_CHECKPOINT, split_checkpoint
+from ebm_vae.training.legacy import convert_run, convert_snapshot, is_run_state, read_pickle
+from ebm_vae.training.runs import export_weights
 from ebm_vae.errors import UserError
 from ebm_vae.eval.classifier import convert_classifier
 from ebm_vae.utils.cli import run_tool

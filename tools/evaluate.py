@@ -26,16 +26,16 @@ import math
 import sys
 from pathlib import Path
 
-from ebm_vae.core.checkpoints import output_place, split_checkpoint
-
 from ebm_vae.core.config import Config
-from ebm_vae.core.runs import Run, load_run
 from ebm_vae.core.sampling import check_sampling_memory
 from ebm_vae.errors import UserError
-from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, classifier_path, evaluate, parse_metrics,
-                                   prerequisites, real_sets, sample_file_sets,
-                                   train_and_save_classifier, write_inception_stats)
+from ebm_vae.eval.evaluate import (METRIC_LABELS, METRICS, Request, Sources, classifier_path,
+                                   evaluate, parse_metrics, prerequisites, real_sets,
+                                   sample_file_sets, train_and_save_classifier)
+from ebm_vae.eval.fid_reference import write_inception_stats
 from ebm_vae.eval.inception import inception_metrics, resolve_weights
+from ebm_vae.training.checkpoints import output_place, split_checkpoint
+from ebm_vae.training.runs import Run, configure_for_run, load_run
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.cli import add_threads_arg, run_tool
@@ -128,8 +128,8 @@ def open_run(args: argparse.Namespace) -> Run | None:
     if not args.ckpt:
         configure_runtime(args.device or "cpu", args.threads)
         return None
-    return load_run(args.ckpt, untrained=args.untrained, device=args.device,
-                    threads=args.threads, averaged=args.ema)  # UserError if not a run
+    configure_for_run(args.ckpt, args.device, args.threads)  # UserError if not a run
+    return load_run(args.ckpt, untrained=args.untrained, averaged=args.ema)
 
 
 def run_folder(args: argparse.Namespace) -> Path | None:
@@ -213,12 +213,11 @@ def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, roo
 
     # every prerequisite first, so nothing fails after a long sampling run
     needs_classifier = {"cls_fid", "cls_is"} & set(metrics)
-    prereq = prerequisites(
-        metrics, dataset, root, reference=args.reference,
-        inception=args.inception or (cfg.eval.inception if cfg else None), fid_stats=args.fid_stats,
-        classifier=classifier_path(run_folder(args), args.classifier)
-        if needs_classifier else None, recon_n=args.recon_n, reference_n=args.reference_n,
-        progress=progress)
+    sources = Sources(args.inception or (cfg.eval.inception if cfg else None), args.fid_stats,
+                      classifier_path(run_folder(args), args.classifier)
+                      if needs_classifier else None)
+    prereq = prerequisites(metrics, dataset, root, reference=args.reference, sources=sources,
+                           recon_n=args.recon_n, reference_n=args.reference_n, progress=progress)
     images = None
     if set(metrics) - {"recon"}:
         if args.images:
@@ -230,9 +229,9 @@ def evaluate_run(args: argparse.Namespace, loaded: Run | None, dataset: str, roo
         folder, suffix = output_place(args.ckpt)
         grid = folder / ("reconstruction" + ("" if source == "model" else f"_{source}")
                          + f"{suffix}.png")
-    results = evaluate(loaded, metrics, prereq, images=images, source=source, n=args.n,
-                       steps=args.steps, batch_size=args.batch_size, seed=seed, z=args.z, grid=grid,
-                       run_dir=args.ckpt, progress=progress)
+    request = Request(images, source, args.n, args.steps, args.batch_size, seed, args.z, grid,
+                      args.ckpt)
+    results = evaluate(loaded, metrics, prereq, request, progress)
     for entry in results.values():  # which code and command produced each number
         entry["protocol"].update(code=code_version(), command=command_line())
     out = Path(args.out) if args.out else default_json(args, source)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ebm_vae.eval.inception import inception_metrics
-from ebm_vae.reproduce.pipeline import reproduce
+from ebm_vae.reproduce.pipeline import Places, reproduce
 from ebm_vae.reproduce.plan import DATASET_NAMES, describe, parse_data_roots, plan
 from ebm_vae.reproduce.spec import find_tables, load_table, metric_names
 from ebm_vae.utils.cli import add_threads_arg, run_tool
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> None:
         return
     configure_runtime(device, args.threads)  # before any Paddle computation
     for path in paths:
-        written = reproduce(path, args.scale, Path(args.runs), Path(args.results), roots, folder,
-                            args.threads, args.inception, extra, not args.no_progress,
+        places = Places(Path(args.runs), Path(args.results), roots, folder)
+        written = reproduce(path, args.scale, places, args.inception, extra, not args.no_progress,
                             args.report_only)
         print("wrote " + ", ".join(map(str, written)))
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ebm_vae.core.checkpoints import output_place
-
-from ebm_vae.core.runs import load_run
-from ebm_vae.core.sampling import ancestral_sample, check_sampling_memory, interpolate, with_steps
+import ebm_vae
+from ebm_vae.core.sampling import check_sampling_memory, interpolate, sampling_defaults, with_steps
+from ebm_vae.training.checkpoints import output_place
+from ebm_vae.training.runs import configure_for_run
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.cli import add_threads_arg, run_tool
 from ebm_vae.utils.images import save_grids
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse impossible counts and an --out of another format than the one written."""
+    """Refuse impossible counts and an --out of another format than the one written, before the
+    run is loaded."""
     if args.n < 1 or args.pairs < 1 or args.points < 2:
         raise ConfigError("need --n >= 1, --pairs >= 1 and --points >= 2")
     if args.batch_size is not None and args.batch_size < 1:
@@ -87,32 +88,25 @@ def sample(args: argparse.Namespace) -> None:
     check_args(args)
     run_dir, suffix = output_place(args.ckpt)
     suffix += "_ema" if args.ema else ""
-    run = load_run(args.ckpt, untrained=args.untrained, device=args.device, threads=args.threads,
-                   averaged=args.ema)
-    seed_all(run.cfg.seed if args.seed is None else args.seed)
-    steps = run.cfg.sample.steps if args.steps is None else args.steps
-    if steps < 0:
-        raise ConfigError("--steps must be >= 0")
-    lv = with_steps(run.cfg.langevin, steps)
+    configure_for_run(args.ckpt, args.device, args.threads)
+    run = ebm_vae.load_run(args.ckpt, untrained=args.untrained, averaged=args.ema)
+    seed = run.cfg.seed if args.seed is None else args.seed
+    steps = sampling_defaults(run.cfg, args.steps)[0]
     if args.interpolate:
+        seed_all(seed)
         check_sampling_memory(args.pairs * args.points, run.cfg.model, "pairs and --points")
-        pair = interpolate(run.models, run.cfg.model.latent_dim, lv, args.pairs, args.points)
+        pair = interpolate(run.models, run.cfg.model.latent_dim,
+                           with_steps(run.cfg.langevin, steps), args.pairs, args.points)
         out = Path(args.out or run_dir / f"interpolation{suffix}.png")
         save_grids(out, [("decoded g(z(t))", pair.proposals),
                          (f"revised ({steps} Langevin steps)", pair.revised)], nrow=args.points)
         print(f"wrote {out}", file=sys.stderr)
         return
-    batch = run.cfg.train.num_chains if args.batch_size is None else args.batch_size
-    check_sampling_memory(args.n, run.cfg.model)
-    pair = ancestral_sample(run.models, args.n, run.cfg.model.latent_dim, lv, batch,
-                            progress=not args.no_progress)
-    images = np.clip(pair.revised, -1.0, 1.0, out=pair.revised)
+    images, proposals = ebm_vae.sample(run, args.n, steps, seed, args.batch_size, proposals=True,
+                                       progress=not args.no_progress)
     out = Path(args.out or run_dir / f"samples{suffix}.npz")
-    arrays = {"images": images}
-    if args.proposals:
-        arrays["proposals"] = pair.proposals
-    save_npz(out, **arrays)
-    save_grids(out.with_suffix(".png"), [("VAE proposals g(z)", pair.proposals[:64]),
+    save_npz(out, **{"images": images, **({"proposals": proposals} if args.proposals else {})})
+    save_grids(out.with_suffix(".png"), [("VAE proposals g(z)", proposals[:64]),
                                          (f"revised ({steps} Langevin steps)", images[:64])])
     age = "unknown iteration" if run.iteration is None else f"iteration {run.iteration}"
     print(f"wrote {out} ({len(images)} images, {steps} Langevin steps, {age}) and "

@@ -16,10 +16,11 @@ import argparse
 import sys
 
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.runs import model_shapes
-from ebm_vae.core.generation import train_generation
+from ebm_vae.training.generation import train_generation
+from ebm_vae.training.runs import model_shapes
 from ebm_vae.eval.evaluate import training_evaluation
 from ebm_vae.utils.cli import add_train_args, resolve, run_tool
+from ebm_vae.utils.runtime import configure_runtime
 from ebm_vae.utils.typed_yaml import ConfigError
 
 
@@ -30,8 +31,9 @@ def train(args: argparse.Namespace) -> None:
                           "run from its own checkpoint: give one of them")
     cfg, run_dir, resume = resolve(args, config_from_dict, shapes=model_shapes)
     print(f"run folder: {run_dir}", file=sys.stderr)
+    configure_runtime(cfg.device, args.threads)  # training keeps these math threads
     train_generation(cfg, run_dir, args.max_iters, resume, progress=not args.no_progress,
-                     threads=args.threads, evaluation=training_evaluation, init=args.init)
+                     evaluation=training_evaluation, init=args.init)
     print(f"done: {run_dir}", file=sys.stderr)
 
 

@@ -9,9 +9,10 @@ import csv
 import functools
 import json
 import math
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -24,9 +25,10 @@ from ebm_vae.completion.l2_unet import l2_fill, load_l2_unet
 from ebm_vae.completion.quality import FillAll, completion_fid, inception_features, sharpness
 from ebm_vae.completion.networks import ConditionalModels
 from ebm_vae.completion.train import eval_masks, load_completion_run
-from ebm_vae.core.runs import load_run
+from ebm_vae.core.sampling import sampling_defaults
 from ebm_vae.data.folders import load_folder_split, read_image, to_float
 from ebm_vae.eval.image_metrics import completion_metrics
+from ebm_vae.training.runs import load_run
 from ebm_vae.utils.atomic import write_text
 from ebm_vae.utils.provenance import code_version, command_line
 from ebm_vae.utils.memory import check_fits
@@ -103,47 +105,71 @@ def _summary(per_image: dict[str, np.ndarray]) -> dict:
     return {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in per_image.items()}
 
 
-def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = None,
-             uncond_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
-             steps: int | None = None, samples: int = 1, mask_kind: str | None = None,
-             mask_size: int | None = None, checkpoint: str | Path | None = None,
-             split: str = "test", threads: int | None = None, l2_dir: str | Path | None = None,
-             fid_holes: int = 0) -> dict:
-    """Fill the test split's holes (one seeded hole per image: the run's mask config unless
-    `mask_kind` / `mask_size`) `samples` times each (own z and Langevin noise), with the model's
-    proposal, its revised fill and the baselines (`l2_dir`: an L2 U-Net baseline folder too);
-    write metrics.json and completions.png. `run_dir`: a run folder or exported weights.
+class Fills(NamedTuple):
+    """How the model fills each hole: `samples` times (each its own z and Langevin noise), with
+    `steps` Langevin steps (default: the config's sample.steps), seeded by `seed`."""
+    seed: int = 0
+    steps: Optional[int] = None
+    samples: int = 1
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `evaluate` fills and scores: the first `limit` images of `split` (in `data_root`,
+    default the config's), one seeded hole per image (the run's mask config unless `mask_kind`
+    / `mask_size`), with the weights of `checkpoint` (default: the run's newest), against the
+    harmonic and mean fills and, if given, the unconditional run `uncond_dir` and the L2 U-Net
+    folder `l2_dir`; with `fid_holes` > 0 also the Inception FID over that many seeded holes
+    per image."""
+    data_root: Optional[str] = None
+    split: str = "test"
+    limit: Optional[int] = None
+    mask_kind: Optional[str] = None
+    mask_size: Optional[int] = None
+    checkpoint: str | Path | None = None
+    uncond_dir: str | Path | None = None
+    l2_dir: str | Path | None = None
+    fid_holes: int = 0
+
+
+def evaluate(run_dir: str | Path, out_dir: str | Path, request: EvalRequest = EvalRequest(),
+             fills: Fills = Fills(), threads: int | None = None) -> dict:
+    """Fill the holes `request` names `fills.samples` times each with the model's proposal and
+    its revised fill, and fill them with the baselines; write metrics.json and completions.png.
+    `run_dir`: a run folder or exported weights; `threads`: CPU math threads.
 
     Metrics of ours are those of the first fill; with samples >= 2 also the mean of the K revised
     fills and the diversity (mean pairwise L1 between the K fills in the hole). Every method's
     sharpness ratio; with `fid_holes` > 0 the Inception FID of every method's completions with
     that many seeded holes per image against the real images (completion/quality.py)."""
-    if samples < 1 or fid_holes < 0:
-        raise FillError(f"--samples must be >= 1 and --fid-holes >= 0, got {samples}, {fid_holes}")
+    (seed, steps, samples), r = fills, request
+    if samples < 1 or r.fid_holes < 0:
+        raise FillError(f"--samples must be >= 1 and --fid-holes >= 0, got {samples}, "
+                        f"{r.fid_holes}")
     check_seed(seed)
     run_dir = Path(run_dir)
-    cfg, models, iteration = load_completion_run(run_dir, checkpoint, with_iteration=True,
+    cfg, models, iteration = load_completion_run(run_dir, r.checkpoint, with_iteration=True,
                                                  threads=threads)
     size = cfg.model.image_size
-    images = to_float(load_folder_split(cfg.data.name, data_root or cfg.data.root, split, size,
-                                        cfg.data.resize)[:limit])
-    masks = eval_masks(cfg, len(images), seed, mask_kind, mask_size)
-    fillers = _fillers(models, images, size, uncond_dir, l2_dir)
+    images = to_float(load_folder_split(cfg.data.name, r.data_root or cfg.data.root, r.split, size,
+                                        cfg.data.resize)[:r.limit])
+    masks = eval_masks(cfg, len(images), seed, r.mask_kind, r.mask_size)
+    fillers = _fillers(models, images, size, r.uncond_dir, r.l2_dir)
     seed_all(seed)
-    steps = cfg.sample.steps if steps is None else steps
+    steps = sampling_defaults(cfg, steps)[0]
     proposals, revised = complete_k(models, images, masks, samples, cfg.model.latent_dim, steps,
                                     cfg.langevin)
-    fills = _method_fills(proposals, revised, {n: f(masks) for n, f in fillers.items()})
-    per_image = {name: completion_metrics(filled, images, masks) for name, filled in fills.items()}
+    filled = _method_fills(proposals, revised, {n: f(masks) for n, f in fillers.items()})
+    per_image = {name: completion_metrics(f, images, masks) for name, f in filled.items()}
     results = {name: {**_summary(m), "sharpness": sharp}
                for (name, m), sharp in zip(per_image.items(),
-                                           sharpness(fills, images, masks).values())}
+                                           sharpness(filled, images, masks).values())}
     train_s = _training_time(run_dir, iteration) if iteration is not None else None
-    report = {"run": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else "last",
+    report = {"run": str(run_dir), "checkpoint": str(r.checkpoint) if r.checkpoint else "last",
               "code": code_version(), "command": command_line(),
-              "iteration": iteration, "training_seconds": train_s, "split": split,
+              "iteration": iteration, "training_seconds": train_s, "split": r.split,
               "images": len(images), "seed": seed, "langevin_steps": steps, "samples": samples,
-              "mask": {"kind": mask_kind or cfg.mask.kind, "size": mask_size or cfg.mask.size,
+              "mask": {"kind": r.mask_kind or cfg.mask.kind, "size": r.mask_size or cfg.mask.size,
                        "trained_on": {"kind": cfg.mask.kind, "size": cfg.mask.size}},
               "units": "images in [0, 1]; PSNR in dB (capped at 100); L1 = mean |error|; "
                        "sharpness = mean hole gradient of the fills / of the truth",
@@ -154,12 +180,12 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, data_root: str | None = N
             "revised": _summary({"l1": hole_diversity(revised, masks)})["l1"],
             "proposal": _summary({"l1": hole_diversity(proposals, masks)})["l1"],
             "what": "mean pairwise L1 between the K fills of a hole, over its pixels, [0, 1] units"}
-    if fid_holes:
+    if r.fid_holes:
         fill_all = functools.partial(_fill_all, models, images, cfg, steps, fillers)
-        report.update(_fid_report(fill_all, cfg, images, seed, fid_holes, mask_kind, mask_size))
+        report.update(_fid_report(fill_all, cfg, images, seed, r))
     out_dir = Path(out_dir)
     write_text(out_dir / "metrics.json", json.dumps(report, indent=2))
-    _save_completions(out_dir / "completions.png", images, masks, proposals, revised, fills)
+    _save_completions(out_dir / "completions.png", images, masks, proposals, revised, filled)
     return report
 
 
@@ -210,13 +236,15 @@ def _fill_all(models: ConditionalModels, images: np.ndarray, cfg: CompletionConf
 
 
 def _fid_report(fill_all: FillAll, cfg: CompletionConfig, images: np.ndarray, seed: int,
-                holes: int, kind: str | None, size: int | None) -> dict:
-    """{"fid": {...}} over `holes` seeded hole sets (seed, seed + 1, ...), or {"fid_skipped":
-    why} without Inception weights."""
+                request: EvalRequest) -> dict:
+    """{"fid": {...}} over `request.fid_holes` seeded hole sets (seed, seed + 1, ...), or
+    {"fid_skipped": why} without Inception weights."""
+    holes = request.fid_holes
     features, source = inception_features()
     if features is None:
         return {"fid_skipped": source}
-    masks = [eval_masks(cfg, len(images), seed + h, kind, size) for h in range(holes)]
+    masks = [eval_masks(cfg, len(images), seed + h, request.mask_kind,
+                        request.mask_size) for h in range(holes)]
     seed_all(seed)
     return {"fid": {"methods": completion_fid(fill_all, masks, images, features),
                     "holes_per_image": holes, "weights": source,
@@ -243,14 +271,14 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path,
-              out_path: str | Path, resize: bool = False, seed: int = 0,
-              steps: int | None = None, samples: int = 1, threads: int | None = None
-              ) -> np.ndarray:
-    """Complete one picture (mask: white = hole, same size) `samples` times and save the PNGs:
+              out_path: str | Path, resize: bool = False, fills: Fills = Fills(),
+              threads: int | None = None) -> np.ndarray:
+    """Complete one picture (mask: white = hole, same size) `fills.samples` times and save the PNGs:
     `out_path` for one fill; for K >= 2, OUT_1.png ... OUT_K.png and OUT_grid.png (input with
     the hole white, then the K fills). Pictures of another size than the model's need `resize`:
     the model fills a resized copy, which is resized back and pasted into the hole at full
     resolution. Returns the fills, [K, 1, C, H, W]."""
+    seed, steps, samples = fills
     if samples < 1:
         raise FillError(f"--samples must be >= 1, got {samples}")
     cfg, models = load_completion_run(run_dir, threads=threads)
@@ -268,7 +296,7 @@ def fill_file(run_dir: str | Path, image_path: str | Path, mask_path: str | Path
     check_fits(2 * samples * image.nbytes, f"{samples} fills of a {w}x{h} picture (float32)",
                "ask for fewer fills (--samples)")
     seed_all(seed)
-    steps = cfg.sample.steps if steps is None else steps
+    steps = sampling_defaults(cfg, steps)[0]
     _, filled = complete_k(models, small, small_mask, samples, cfg.model.latent_dim, steps,
                            cfg.langevin)
     outs = np.stack([f if (h, w) == (s, s) else paste(_resize(f, (w, h)), image, mask)

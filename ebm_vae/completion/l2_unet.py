@@ -19,10 +19,10 @@ import paddle
 from ebm_vae.completion.config import CompletionConfig, load_completion_config
 from ebm_vae.completion.masks import FillError, MaskSource, paste
 from ebm_vae.completion.networks import UNet, condition
-from ebm_vae.core.checkpoints import load_tensor_file, tensor_bytes
+from ebm_vae.training.checkpoints import load_tensor_file, tensor_bytes
 from ebm_vae.core.config import dump_config
-from ebm_vae.core.record import RunLog
-from ebm_vae.core.states import load_layer_states
+from ebm_vae.training.record import RunLog
+from ebm_vae.training.states import load_layer_states
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.utils.atomic import write_bytes, write_text
 from ebm_vae.utils.progress import Progress

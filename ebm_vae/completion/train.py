@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import ContextManager, NamedTuple, Optional
 
 import numpy as np
 import paddle
@@ -15,11 +15,14 @@ from ebm_vae.completion.config import CompletionConfig, load_completion_config
 from ebm_vae.completion.fill import complete
 from ebm_vae.completion.masks import FillError, MaskSource
 from ebm_vae.completion.networks import build_conditional_models, condition
-from ebm_vae.core.checkpoints import load_checkpoint_into
-from ebm_vae.core.runs import export_weights, read_networks
-from ebm_vae.core.states import load_layer_states
-from ebm_vae.core.teach import learn, revise
-from ebm_vae.core.train import (GENERATION_PLOTS, Evaluation, TeachTask, TrainingError, train)
+from ebm_vae.training.checkpoints import load_checkpoint_into
+from ebm_vae.training.runs import export_weights, read_networks
+from ebm_vae.training.states import load_layer_states
+from ebm_vae.core.teach import teach_step
+from ebm_vae.training.generation import GENERATION_PLOTS
+from ebm_vae.training.record import Evaluation
+from ebm_vae.training.stopping import TrainingError
+from ebm_vae.training.trainer import TeachTask, train
 from ebm_vae.data.folders import load_folder_split, to_float
 from ebm_vae.eval.image_metrics import completion_metrics, sharpness_ratio
 from ebm_vae.utils.runtime import configure_runtime, seed_all
@@ -34,28 +37,27 @@ def _hole_l1(a: paddle.Tensor, b: paddle.Tensor, m: paddle.Tensor) -> float:
     return float(((a - b).abs() * m).sum() / (m.sum() * a.shape[1])) / 2
 
 
-class Drawn(NamedTuple):
-    """One iteration's pairs and chains: images y, masks m, both repeated per chain (y_k, c_k),
-    proposals y_hat = g(z, c) and revised y_tilde."""
+class Pairs(NamedTuple):
+    """One iteration's pairs: images y and masks m, and both repeated per chain as the data y_k
+    and the condition c_k (train.num_chains chains per pair)."""
     y: paddle.Tensor
     m: paddle.Tensor
     y_k: paddle.Tensor
     c_k: paddle.Tensor
-    y_hat: paddle.Tensor
-    y_tilde: paddle.Tensor
 
 
 class CompletionTask(TeachTask):
-    """Conditional Algorithm 1 on (image, mask) pairs for `fit`. Batches are uint8 images; masks
-    are drawn per batch."""
+    """Conditional Algorithm 1 on (image, mask) pairs for the trainer. Batches are uint8 images;
+    masks are drawn per batch."""
+    plots = COMPLETION_PLOTS
 
     def __init__(self, cfg: CompletionConfig):
-        super().__init__(build_conditional_models(cfg.model), cfg.train)
-        self.cfg = cfg
+        super().__init__(build_conditional_models(cfg.model), cfg)
         self.masks = MaskSource(cfg.mask.kind, cfg.mask.size, cfg.model.image_size, cfg.mask.path)
         self.last: Optional[list[tuple[str, np.ndarray]]] = None
 
-    def revise(self, batch: np.ndarray) -> Drawn:
+    def pairs(self, batch: np.ndarray) -> Pairs:
+        """The batch's images with masks drawn for them, repeated per chain."""
         # Mask positions come from Paddle's generator, so a resumed run draws the same masks.
         rng = np.random.default_rng(int(paddle.randint(0, 2 ** 31 - 1, [1]).item()))
         y = paddle.to_tensor(to_float(batch))
@@ -64,23 +66,27 @@ class CompletionTask(TeachTask):
         # k chains per pair; repeating the data too keeps the data term the mean over pairs
         y_k, c_k = ((paddle.repeat_interleave(v, k, axis=0) for v in (y, condition(y, m)))
                     if k > 1 else (y, condition(y, m)))
-        y_hat, y_tilde = revise(self.synced, len(y_k), self.cfg.model.latent_dim,
-                                self.cfg.langevin, c_k)  # steps 1-3 on y given c
-        return Drawn(y, m, y_k, c_k, y_hat, y_tilde)
+        return Pairs(y, m, y_k, c_k)
 
-    def learn(self, d: Drawn) -> dict[str, float]:
-        t, k = self.cfg.train, self.cfg.train.num_chains
-        stats = learn(self.synced, self.opt_ebm, self.opt_vae, d.y_k, d.y_tilde, t.gamma, d.c_k,
-                      t.data_noise, t.energy_penalty)  # steps 4-5
-        first, n = d.y_tilde[::k], GRID_PAIRS  # the first chain of each pair
+    def step(self, batch: np.ndarray, revising: ContextManager) -> dict[str, float]:
+        """One iteration of Algorithm 1 on y given c = (masked image, mask)."""
+        d, k = self.pairs(batch), self.cfg.train.num_chains
+        stats, y_hat, y_tilde, _ = teach_step(self.synced, self.optimizers, d.y_k, self.cfg,
+                                              len(d.y_k), d.c_k, revising)  # steps 1-5
+        first, n = y_tilde[::k], GRID_PAIRS  # the first chain of each pair
         self.last = [("input (hole white)", (d.y * (1 - d.m) + d.m)[:n].numpy()),
-                     ("proposal g(z, c)", d.y_hat[::k][:n].numpy()),
+                     ("proposal g(z, c)", y_hat[::k][:n].numpy()),
                      ("Langevin-revised", first[:n].numpy()), ("ground truth", d.y[:n].numpy())]
         return {**asdict(stats), "hole_l1": _hole_l1(first, d.y, d.m),
-                "hole_l1_proposal": _hole_l1(d.y_hat[::k], d.y, d.m)}
+                "hole_l1_proposal": _hole_l1(y_hat[::k], d.y, d.m)}
 
     def panels(self) -> list[tuple[str, np.ndarray]]:
         return self.last or []
+
+    def evaluation(self, run_dir: Path, progress: bool) -> Optional[Evaluation]:
+        if self.cfg.eval.every == 0:
+            return None
+        return training_evaluation(self, self.cfg, run_dir, self.cfg.data.root)
 
 
 EVAL_KEYS = ["psnr_hole_proposal", "psnr_hole_revised", "psnr_hole_harmonic", "psnr_hole_mean",
@@ -138,9 +144,10 @@ def training_evaluation(task: CompletionTask, cfg: CompletionConfig, run_dir: Pa
 
 def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int | None = None,
                      resume: bool = False, images: np.ndarray | None = None,
-                     progress: bool = True, threads: int | None = None) -> CompletionTask:
+                     progress: bool = True) -> CompletionTask:
     """Train conditional Algorithm 1 on the training split (unless uint8 `images` are given):
-    core's `train` with the completion task and its evaluation. `eval.keep_checkpoints` keeps
+    the trainer with the completion task and its evaluation (`training_evaluation`); the math
+    threads: those configured before (`runtime.configure_cpu`). `eval.keep_checkpoints` keeps
     the state of every evaluation as checkpoints/iter_N (train.keep_every = eval.every)."""
     e = cfg.eval
     if e.every > 0 and e.keep_checkpoints and not cfg.train.keep_every:
@@ -153,10 +160,8 @@ def train_completion(cfg: CompletionConfig, run_dir: str | Path, max_iters: int 
             raise TrainingError(f"training images must be uint8, got {found.dtype}")
         return found
 
-    evaluation = ((lambda task, run_dir: training_evaluation(task, cfg, run_dir, cfg.data.root))
-                  if e.every > 0 else None)
-    return train(cfg, run_dir, load, lambda _, __: CompletionTask(cfg), evaluation, max_iters, resume,
-                 progress, threads, plots=COMPLETION_PLOTS)
+    return train(cfg, run_dir, load, lambda _, __: CompletionTask(cfg), max_iters, resume,
+                 progress)
 
 
 def load_completion_run(run_dir: str | Path, checkpoint: str | Path | None = None,

@@ -1,2 +1,2 @@
 """The method: config, the three networks, Langevin revision (eq. L), Algorithm 1 (teach),
-the training loop, sampling and run folders."""
+sampling and the weight average."""

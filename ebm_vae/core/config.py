@@ -135,7 +135,7 @@ class TrainConfig:
     # Stabilisers [OURS] (docs/method.md, "Long runs"); 0 = off, the paper's Algorithm 1.
     data_noise: float = 0.0  # std of Gaussian noise added to the data the EBM sees
     energy_penalty: float = 0.0  # a in a * (mean f(data)^2 + mean f(revised)^2) added to L_theta
-    # Collapse detector (core/guards.py): stop when |f(data) - f(revised)| stays above
+    # Collapse detector (training/guards.py): stop when |f(data) - f(revised)| stays above
     # collapse_factor x its median over the previous collapse_window iterations for
     # collapse_patience iterations in a row; collapse_factor 0 = off. The defaults never fired on
     # four normal MNIST logs (results/stability.md) and fired 7 iterations before the NaN.

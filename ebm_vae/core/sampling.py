@@ -7,7 +7,7 @@ chains (default: the training `num_chains`, since the decoder's batch norm uses 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import paddle
@@ -19,10 +19,23 @@ from ebm_vae.core.teach import revise
 from ebm_vae.utils.memory import NotEnoughMemory, check_fits
 from ebm_vae.utils.progress import Progress
 from ebm_vae.utils.runtime import seed_all
+from ebm_vae.utils.typed_yaml import ConfigError
 
 
 def with_steps(lv: LangevinConfig, steps: int) -> LangevinConfig:
     return dataclasses.replace(lv, steps=steps)
+
+
+def sampling_defaults(cfg: Any, steps: Optional[int] = None, chains: Optional[int] = None
+                      ) -> tuple[int, int]:
+    """Test-time (Langevin steps, chains per batch) of a run's config: `steps` (default
+    `sample.steps`) and `chains` (default `train.num_chains`, as the decoder's batch norm uses
+    batch statistics). Fewer than 0 steps or 1 chain is a one-line ConfigError."""
+    steps = cfg.sample.steps if steps is None else steps
+    chains = cfg.train.num_chains if chains is None else chains
+    if steps < 0 or chains < 1:
+        raise ConfigError(f"need steps >= 0 and batch_size >= 1, got {steps} and {chains}")
+    return steps, chains
 
 
 class Pair(NamedTuple):

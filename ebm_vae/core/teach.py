@@ -5,13 +5,14 @@ Per iteration: z ~ N(0, I) -> x_hat = g_alpha(z) -> x_tilde = Langevin(x_hat; th
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, ContextManager, NamedTuple, Optional
 
 import paddle
 
-from ebm_vae.core.config import LangevinConfig
+from ebm_vae.core.config import LangevinConfig, TrainConfig
 from ebm_vae.core.langevin import langevin
 
 
@@ -129,60 +130,75 @@ def revise(models: NamedTuple, num_chains: int, latent_dim: int, lv: LangevinCon
     return x_hat, x_tilde
 
 
-def learn(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
-          opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, x_tilde: paddle.Tensor,
-          gamma: float, c: Optional[paddle.Tensor] = None, data_noise: float = 0.0,
-          energy_penalty: float = 0.0) -> TeachStats:
-    """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, and one VAE update on
-    the revised samples. With a condition `c` (image completion), every network also takes c.
+class Optimizers(NamedTuple):
+    """Adam for theta (`ebm`); one Adam for (alpha, phi) jointly (`vae`) [CODE]."""
+    ebm: paddle.optimizer.Adam
+    vae: paddle.optimizer.Adam
 
-    Stabilisers [OURS], off at 0: `data_noise` adds N(0, data_noise^2) to the data the EBM sees
-    (after Nijkamp et al. 2020); `energy_penalty`: see `ebm_loss`.
+
+def make_optimizers(models: NamedTuple, train: TrainConfig) -> Optimizers:
+    """The two Adams of `train` (lr_ebm, lr_vae, beta1, beta2)."""
+    def adam(lr: float, params: list) -> paddle.optimizer.Adam:
+        return paddle.optimizer.Adam(lr, beta1=train.beta1, beta2=train.beta2, epsilon=1e-8,
+                                     parameters=params)
+    return Optimizers(adam(train.lr_ebm, models.ebm.parameters()),
+                      adam(train.lr_vae, models.encoder.parameters() + models.decoder.parameters()))
+
+
+def learn(models: NamedTuple, optimizers: Optimizers, x_data: paddle.Tensor,
+          x_tilde: paddle.Tensor, train: TrainConfig, c: Optional[paddle.Tensor] = None
+          ) -> TeachStats:
+    """Steps 4-5 of Algorithm 1: one EBM update on data vs revised samples, and one VAE update on
+    the revised samples (`train.gamma`). With a condition `c` (image completion), every network
+    also takes c.
+
+    Stabilisers [OURS], off at 0: `train.data_noise` adds N(0, data_noise^2) to the data the EBM
+    sees (after Nijkamp et al. 2020); `train.energy_penalty`: see `ebm_loss`.
 
     L_phi,alpha does not depend on theta, so both gradients are computed and checked before
     either update: a NaN/inf raises NonFiniteError with no parameter changed.
     """
-    if data_noise > 0:
-        x_data = x_data + data_noise * paddle.randn(x_data.shape, dtype=x_data.dtype)
+    if train.data_noise > 0:
+        x_data = x_data + train.data_noise * paddle.randn(x_data.shape, dtype=x_data.dtype)
     f, q, g = ((models.ebm, models.encoder, models.decoder) if c is None else
                (lambda v: models.ebm(v, c), lambda v: models.encoder(v, c),
                 lambda z: models.decoder(z, c)))
-    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde, energy_penalty)  # step 4: L_theta
-    loss_e, norm_e = _gradients(opt_ebm, loss_e, models.ebm.parameters(), "EBM", {
+    loss_e, f_data, f_rev = ebm_loss(f, x_data, x_tilde, train.energy_penalty)  # step 4: L_theta
+    loss_e, norm_e = _gradients(optimizers.ebm, loss_e, models.ebm.parameters(), "EBM", {
         "revised samples (Langevin)": x_tilde.abs().max(), "energy f(data)": f_data,
         "energy f(revised)": f_rev})
-    loss_v, recon, kl = vae_loss(q, g, x_tilde, gamma)  # step 5: negative ELBO of x_tilde
+    loss_v, recon, kl = vae_loss(q, g, x_tilde, train.gamma)  # step 5: negative ELBO of x_tilde
     vae_params = models.encoder.parameters() + models.decoder.parameters()
-    loss_v, norm_v = _gradients(opt_vae, loss_v, vae_params, "VAE", {})
-    _step(opt_ebm)  # step 4: theta <- Adam(theta, dL_theta/dtheta)
-    _step(opt_vae)  # step 5: (alpha, phi) <- Adam(dL/d(alpha, phi))
+    loss_v, norm_v = _gradients(optimizers.vae, loss_v, vae_params, "VAE", {})
+    _step(optimizers.ebm)  # step 4: theta <- Adam(theta, dL_theta/dtheta)
+    _step(optimizers.vae)  # step 5: (alpha, phi) <- Adam(dL/d(alpha, phi))
     return TeachStats(loss_e, loss_v, float(recon), float(kl), float(f_data), float(f_rev),
                       norm_e, norm_v)
 
 
-def teach_step(models: NamedTuple, opt_ebm: paddle.optimizer.Optimizer,
-               opt_vae: paddle.optimizer.Optimizer, x_data: paddle.Tensor, num_chains: int,
-               latent_dim: int, lv: LangevinConfig, gamma: float, c: Optional[paddle.Tensor] = None,
-               data_noise: float = 0.0, energy_penalty: float = 0.0,
-               grad_rms: Optional[list[float]] = None
-               ) -> tuple[TeachStats, paddle.Tensor, paddle.Tensor]:
-    """One iteration of Algorithm 1 (steps 1-5): `revise`, then `learn` (the training loop calls
-    the two halves itself). Returns the stats, x_hat and x_tilde. With a condition `c`, x_data and
-    c have one row per chain (image completion). Stabilisers: see `learn`."""
-    x_hat, x_tilde = revise(models, num_chains, latent_dim, lv, c, grad_rms)  # steps 1-3
-    stats = learn(models, opt_ebm, opt_vae, x_data, x_tilde, gamma, c, data_noise,
-                  energy_penalty)  # steps 4-5
-    return stats, x_hat, x_tilde
+class Taught(NamedTuple):
+    """What one iteration of Algorithm 1 returns: its losses and norms, the proposals x_hat, the
+    revised samples x_tilde and the RMS of df/dx at the last Langevin step (`grad_rms`)."""
+    stats: TeachStats
+    x_hat: paddle.Tensor
+    x_tilde: paddle.Tensor
+    grad_rms: list[float]
 
 
-def make_optimizers(models: NamedTuple, lr_ebm: float, lr_vae: float, beta1: float, beta2: float
-                    ) -> tuple[paddle.optimizer.Adam, paddle.optimizer.Adam]:
-    """Adam for theta; one Adam for (alpha, phi) jointly [CODE]."""
-    opt_ebm = paddle.optimizer.Adam(lr_ebm, beta1=beta1, beta2=beta2, epsilon=1e-8,
-                                    parameters=models.ebm.parameters())
-    opt_vae = paddle.optimizer.Adam(lr_vae, beta1=beta1, beta2=beta2, epsilon=1e-8,
-                                    parameters=models.encoder.parameters() + models.decoder.parameters())
-    return opt_ebm, opt_vae
+def teach_step(models: NamedTuple, optimizers: Optimizers, x_data: paddle.Tensor, cfg: Any,
+               num_chains: int, c: Optional[paddle.Tensor] = None,
+               revising: Optional[ContextManager] = None) -> Taught:
+    """One iteration of Algorithm 1, the one training runs: `revise` (steps 1-3: propose, revise
+    with Langevin), then `learn` (steps 4-5: update the EBM, update the VAE). `cfg`: the
+    experiment's config (its model.latent_dim, langevin and train sections). With a condition `c`,
+    x_data and c have one row per chain (image completion). `revising`: a context the steps 1-3
+    run in (they change no parameter, so training lets a second Ctrl-C abandon them there)."""
+    grad_rms: list[float] = []
+    with revising or contextlib.nullcontext():
+        x_hat, x_tilde = revise(models, num_chains, cfg.model.latent_dim, cfg.langevin, c,
+                                grad_rms)  # steps 1-3
+    stats = learn(models, optimizers, x_data, x_tilde, cfg.train, c)  # steps 4-5
+    return Taught(stats, x_hat, x_tilde, grad_rms)
 
 
 def decayed_lr(lr0: float, epoch: int, rate: float, every: float) -> float:

@@ -5,7 +5,7 @@
 It needs no download, so it works on a laptop and in tests, but it is NOT comparable to the
 Inception FIDs of papers: use it to compare runs, checkpoints and samplers with each other.
 
-The checkpoint is a folder in the run checkpoints' format (ebm_vae.core.checkpoints), e.g.
+The checkpoint is a folder in the run checkpoints' format (ebm_vae.training.checkpoints), e.g.
 `RUN/classifier/`: net.pdparams (the weights), stats.pdparams (each split's feature mean and
 covariance, float64: the FID references) and state.json (the dataset name, the image shape, the
 test accuracy and each split's image count). An old single-file `.ckpt` is refused with the hint
@@ -22,8 +22,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ebm_vae.core.checkpoints import LegacyFormatError, legacy_file, read_folder, replace_folder
-from ebm_vae.core.states import CheckpointError
+from ebm_vae.training.checkpoints import LegacyFormatError, legacy_file, read_folder, replace_folder
+from ebm_vae.training.states import CheckpointError
 from ebm_vae.errors import UserError
 from ebm_vae.eval.metrics import FeatureStats, feature_stats, frechet_distance
 from ebm_vae.utils.progress import Progress
@@ -217,7 +217,7 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
 
 def convert_classifier(path: str | Path, payload: dict) -> Path:
     """Write an old single-file classifier `NAME.ckpt` (its unpickled `payload`, read by
-    ebm_vae.core.legacy.read_pickle) as the classifier folder `NAME` beside it."""
+    ebm_vae.training.legacy.read_pickle) as the classifier folder `NAME` beside it."""
     path = Path(path)
     target = path.with_suffix("")
     if target == path:

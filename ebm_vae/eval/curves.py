@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from ebm_vae.core.record import read_log
+from ebm_vae.training.record import read_log
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import atomic_write
 from ebm_vae.utils.images import save_plots

@@ -2,10 +2,10 @@
 cls_is) and reconstruction, for tools/evaluate.py and tools/reproduce.py alike.
 
 Two steps, so that nothing fails after a long sampling run:
-1. `prerequisites(metrics, dataset, ...)` loads (or checks) everything the metrics need: the
-   Inception weights and reference statistics, the classifier, the test split.
-2. `evaluate(run, metrics, prereq, ...)` draws the samples (or takes given image sets), scores
-   them and returns one entry per metric, each carrying its protocol.
+1. `prerequisites(metrics, dataset, ..., sources=Sources(...))` loads (or checks) everything the
+   metrics need: the Inception weights and reference statistics, the classifier, the test split.
+2. `evaluate(run, metrics, prereq, Request(...))` draws the samples (or takes given image sets),
+   scores them and returns one entry per metric, each carrying its protocol.
 
 Image sets are evaluated by name: a model gives "proposals" (g_alpha(z)) and "revised" (after
 Langevin); a sample file gives its arrays; real images give "real_<split>" (the floor of FID).
@@ -22,10 +22,8 @@ import paddle.nn.functional as F
 
 from ebm_vae.core.config import Config
 from ebm_vae.core.ema import PREFIX
-from ebm_vae.core.runs import Run
 from ebm_vae.core.sampling import (ancestral_sample, check_sampling_memory, reconstruct,
-                                   unchanged_sample, with_steps)
-from ebm_vae.core.train import Evaluation
+                                   sampling_defaults, unchanged_sample, with_steps)
 from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
 from ebm_vae.eval.classifier import (ClassifierError, TrainedClassifier, classifier_exists,
@@ -34,6 +32,8 @@ from ebm_vae.eval.fid_reference import check_weights, reference_stats
 from ebm_vae.eval.inception import FIDInceptionV3, inception_outputs, load_inception
 from ebm_vae.eval.metrics import (FeatureStats, feature_stats, frechet_distance, inception_score,
                                   mse_psnr)
+from ebm_vae.training.record import Evaluation
+from ebm_vae.training.runs import Run
 from ebm_vae.utils.images import save_grids
 from ebm_vae.utils.runtime import seed_all
 
@@ -116,24 +116,29 @@ class Prerequisites:
     test_images: Optional[np.ndarray] = None
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where the prerequisites come from. inception: weights file (None: $EBM_VAE_INCEPTION, else
+    the cache's) or a loaded network (fid, is; is needs weights with the classifier layer).
+    fid_stats: reference statistics file or loaded statistics (fid; None: see `prerequisites`).
+    classifier: a classifier folder or a loaded classifier (cls_fid, cls_is)."""
+    inception: Union[str, FIDInceptionV3, None] = None
+    fid_stats: Union[str, Path, FeatureStats, None] = None
+    classifier: Union[str, Path, TrainedClassifier, None] = None
+
+
 def prerequisites(metrics: Sequence[str], dataset: str, root: Optional[str] = None, *,
-                  reference: str = "train",
-                  inception: Union[str, FIDInceptionV3, None] = None,
-                  fid_stats: Union[str, Path, FeatureStats, None] = None,
-                  classifier: Union[str, Path, TrainedClassifier, None] = None,
+                  reference: str = "train", sources: Sources = Sources(),
                   recon_n: Optional[int] = None, reference_n: Optional[int] = None,
                   progress: bool = True) -> Prerequisites:
-    """Load what `metrics` need, or fail with a message that says how to supply it.
-
-    inception: weights file (None: $EBM_VAE_INCEPTION, else the cache's) or a loaded network
-        (fid, is; is needs weights with the classifier layer).
-    fid_stats: reference statistics file or loaded statistics (fid); None: the Inception
-        statistics of the first `reference_n` (None: all) images of the `reference` split,
-        computed once per weights and count and cached (`fid_reference.reference_stats`).
-    classifier: a classifier folder or a loaded classifier (cls_fid, cls_is).
-    recon_n: test images to reconstruct (None or 0: all; recon)."""
+    """Load what `metrics` need from `sources`, or fail with a message that says how to supply
+    it. Without given statistics, FID's are the Inception statistics of the first
+    `reference_n` (None: all) images of the `reference` split, computed once per weights and
+    count and cached (`fid_reference.reference_stats`). recon_n: test images to reconstruct
+    (None or 0: all; recon)."""
     metrics = parse_metrics(metrics)
     pre = Prerequisites(dataset, metrics, reference)
+    inception, fid_stats, classifier = sources.inception, sources.fid_stats, sources.classifier
     if "fid" in metrics or "is" in metrics:
         pre.inception = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
     if "is" in metrics:
@@ -235,43 +240,51 @@ def recon_results(pair_decoded: np.ndarray, pair_revised: np.ndarray, observed: 
 
 # ---- 2. the evaluation ----------------------------------------------------------------------------
 
-def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites, *,
-             images: Optional[dict[str, np.ndarray]] = None, source: str = "model",
-             n: int = 50000, steps: Optional[int] = None, batch_size: Optional[int] = None,
-             seed: int = 0, z: str = "mu", grid: Optional[Path] = None,
-             run_dir: Optional[str] = None, progress: bool = True) -> dict:
-    """Score `metrics` and return {metric: entry}; every entry holds its `protocol`.
+@dataclass(frozen=True)
+class Request:
+    """What `evaluate` scores besides the metrics, and how.
 
-    run: the loaded model (`core.runs.load_run`); needed to sample and for recon.
-    images: image sets to score instead of samples of `run` (a sample file, real images), with
-        `source` naming them ("file", "real_test"); default: `n` samples of `run` ("model",
+    images: image sets to score instead of samples of the run (a sample file, real images), with
+        `source` naming them ("file", "real_test"); default: `n` samples of the run ("model",
         "untrained" for a model at its initialisation, "ema" for a weight average), each scored
         as VAE proposals and as Langevin-revised samples.
-    steps: Langevin steps (default the config's sample.steps); batch_size: chains per sampling
-        batch (default train.num_chains); seed: seeds the sampling; z: "mu" or "sample" (recon's
-        latent); grid: recon's PNG (None: none written); run_dir: recorded in the protocol.
-    """
-    metrics = parse_metrics(metrics)
-    scored = _check_request(run, metrics, prereq, images, n)
-    cfg = run.cfg if run is not None else None
-    if steps is None and cfg is not None:
-        steps = cfg.sample.steps
-    batch_size = batch_size or (cfg.train.num_chains if cfg is not None else None)
+    steps, batch_size: Langevin steps and chains per sampling batch (`sampling_defaults`);
+    seed: seeds the sampling; z: "mu" or "sample" (recon's latent); grid: recon's PNG (None:
+    none written); run_dir: recorded in the protocol."""
+    images: Optional[dict[str, np.ndarray]] = None
+    source: str = "model"
+    n: int = 50000
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    seed: int = 0
+    z: str = "mu"
+    grid: Optional[Path] = None
+    run_dir: Optional[str] = None
+
+
+def evaluate(run: Optional[Run], metrics: Sequence[str], prereq: Prerequisites,
+             request: Request = Request(), progress: bool = True) -> dict:
+    """Score `metrics` as `request` asks and return {metric: entry}; every entry holds its
+    `protocol`. run: the loaded model (`ebm_vae.load_run`); needed to sample and for recon."""
+    metrics, r, images = parse_metrics(metrics), request, request.images
+    scored = _check_request(run, metrics, prereq, images, r.n)
+    steps, batch_size = sampling_defaults(run.cfg, r.steps, r.batch_size) if run is not None else (
+        None, None)
     from_model = images is None
-    seed_all(seed)
+    seed_all(r.seed)
     sets: dict[str, np.ndarray] = {}
     if scored:
-        sets = _model_sets(run, n, steps, batch_size, progress) if from_model else images
-    protocol = {"source": source, "dataset": prereq.dataset,
+        sets = _model_sets(run, r.n, steps, batch_size, progress) if from_model else images
+    protocol = {"source": r.source, "dataset": prereq.dataset,
                 "num_samples": min(len(v) for v in sets.values()) if sets else None,
                 "langevin_steps": steps if from_model else None,
-                "reference": prereq.reference, "seed": seed,
+                "reference": prereq.reference, "seed": r.seed,
                 "iteration": run.iteration if from_model and run is not None else None,
-                "run": run_dir}
+                "run": r.run_dir}
     results = _set_results(metrics, sets, prereq, protocol, progress)
     if "recon" in metrics:
-        results["recon"] = _reconstruction(run, prereq.test_images, steps, batch_size, z, grid,
-                                           {**protocol, "source": source}, progress)
+        results["recon"] = _reconstruction(run, prereq.test_images, steps, batch_size, r.z, r.grid,
+                                           {**protocol, "source": r.source}, progress)
     return {m: results[m] for m in metrics}
 
 
@@ -364,7 +377,7 @@ def _scorer(cfg: Config, run_dir: Path, progress: bool
 
 def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = True,
                         averaged=None) -> Evaluation:
-    """The `Evaluation` for `fit` (eval.every > 0): `eval.metric` (classifier FID, or Inception
+    """The in-training `Evaluation` (eval.every > 0): `eval.metric` (classifier FID, or Inception
     FID) of `eval.num_samples` proposals and revised samples (training Langevin steps), drawn
     from the same z each time; the revised samples' score chooses checkpoints/best. With
     `averaged` (the weight average, train.ema > 0) its samples are scored too, from the same z,
@@ -384,14 +397,3 @@ def training_evaluation(models, cfg: Config, run_dir: Path, progress: bool = Tru
         return dict(zip(keys, values))
 
     return Evaluation(ev.every, keys, run, title, best=keys[-1])
-
-
-def write_inception_stats(dataset: str, root: Optional[str], split: str,
-                          inception: Union[str, FIDInceptionV3, None], out: Optional[Path] = None,
-                          progress: bool = True, n: Optional[int] = None) -> tuple[Path, int]:
-    """Inception pool3 statistics of `n` (None: all) images of a split (FID's
-    reference) at `out` (default: the cache, where `prerequisites` finds them), computed unless
-    they are there for these weights and this count; returns the path and the image count."""
-    net = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
-    stats, path = reference_stats(net, dataset, root, split, n, out, progress)
-    return path, stats.n

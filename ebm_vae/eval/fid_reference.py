@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from ebm_vae.data import datasets
 from ebm_vae.errors import UserError
-from ebm_vae.eval.inception import inception_outputs
+from ebm_vae.eval.inception import FIDInceptionV3, inception_outputs, load_inception
 from ebm_vae.eval.metrics import FeatureStats, feature_stats
 from ebm_vae.utils.cache import cache_dir
 
@@ -84,3 +84,14 @@ def reference_stats(net, dataset: str, root: Optional[str], split: str, n: Optio
         stats = feature_stats(feats).with_sqrt()
         stats.save(path, **key)
     return stats.with_sqrt(), path
+
+
+def write_inception_stats(dataset: str, root: Optional[str], split: str,
+                          inception: Union[str, FIDInceptionV3, None], out: Optional[Path] = None,
+                          progress: bool = True, n: Optional[int] = None) -> tuple[Path, int]:
+    """Inception pool3 statistics of `n` (None: all) images of a split (FID's
+    reference) at `out` (default: the cache, where `prerequisites` finds them), computed unless
+    they are there for these weights and this count; returns the path and the image count."""
+    net = inception if isinstance(inception, FIDInceptionV3) else load_inception(inception)
+    stats, path = reference_stats(net, dataset, root, split, n, out, progress)
+    return path, stats.n

@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
-from ebm_vae.completion.evaluate import HARMONIC, OURS
+from ebm_vae.completion.evaluate import HARMONIC, OURS, EvalRequest, Fills
 from ebm_vae.completion.evaluate import evaluate as evaluate_completion
 from ebm_vae.completion.train import train_completion
-from ebm_vae.core.runs import load_run
-from ebm_vae.core.generation import train_generation
-from ebm_vae.eval.evaluate import (Prerequisites, ensure_classifier, evaluate, prerequisites,
-                                   training_evaluation)
+from ebm_vae.training.runs import load_run
+from ebm_vae.training.generation import train_generation
+from ebm_vae.eval.evaluate import (Prerequisites, Request, Sources, ensure_classifier, evaluate,
+                                   prerequisites, training_evaluation)
 from ebm_vae.eval.inception import inception_metrics, load_inception
 from ebm_vae.reproduce.plan import PlannedRun, plan, run_state
 from ebm_vae.reproduce.report import Row, setting, write_report
@@ -34,13 +34,14 @@ def wait_for_run(run_dir: Path) -> contextlib.AbstractContextManager:
     return hold(run_dir.parent / f".{run_dir.name}.lock", wait=True)
 
 
-def train_run(run: PlannedRun, threads: Optional[int], progress: bool = True) -> int:
-    """Train, resume or reuse; returns the run's iteration count."""
+def train_run(run: PlannedRun, progress: bool = True) -> int:
+    """Train, resume or reuse (with the math threads configured before); returns the run's
+    iteration count."""
     with wait_for_run(run.run_dir):
-        return _train_run(run, threads, progress)
+        return _train_run(run, progress)
 
 
-def _train_run(run: PlannedRun, threads: Optional[int], progress: bool) -> int:
+def _train_run(run: PlannedRun, progress: bool) -> int:
     state, it = run_state(run.run_dir, run.target)
     if state == "done":
         return it
@@ -48,7 +49,7 @@ def _train_run(run: PlannedRun, threads: Optional[int], progress: bool) -> int:
         train_completion(run.cfg, run.run_dir, run.target, resume=state == "resume", progress=progress)
     else:
         train_generation(run.cfg, run.run_dir, run.target, resume=state == "resume",
-                         progress=progress, threads=threads, evaluation=training_evaluation)
+                         progress=progress, evaluation=training_evaluation)
     return run_state(run.run_dir, run.target)[1]  # below target if the schedule is shorter
 
 
@@ -122,16 +123,18 @@ def _measure(run: PlannedRun, metrics: list[str], scale: ScaleSpec,
              prereq: dict[str, Prerequisites], progress: bool) -> dict[str, dict[str, float]]:
     steps = eval_steps(run.cfg, scale)
     if metrics == ["completion"]:
-        report = evaluate_completion(run.run_dir, run.run_dir / "eval_table", run.cfg.data.root, None,
-                                     scale.num_samples or None, run.cfg.seed, steps)
+        request = EvalRequest(run.cfg.data.root, limit=scale.num_samples or None)
+        report = evaluate_completion(run.run_dir, run.run_dir / "eval_table", request,
+                                     Fills(run.cfg.seed, steps))
         methods = report["methods"]
         ours, harm = methods[OURS], methods[HARMONIC]
         return {"completion": {
             "psnr_hole": ours["psnr_hole"]["mean"], "ssim_hole": ours["ssim_hole"]["mean"],
             "l1_hole": ours["l1_hole"]["mean"], "psnr_hole_harmonic": harm["psnr_hole"]["mean"]}}
-    results = evaluate(load_run(run.run_dir), metrics, prereq[run.cfg.data.name],
-                       n=scale.num_samples, steps=steps, batch_size=run.cfg.train.num_chains,
-                       seed=run.cfg.seed, run_dir=str(run.run_dir), progress=progress)
+    request = Request(n=scale.num_samples, steps=steps, batch_size=run.cfg.train.num_chains,
+                      seed=run.cfg.seed, run_dir=str(run.run_dir))
+    results = evaluate(load_run(run.run_dir), metrics, prereq[run.cfg.data.name], request,
+                       progress)
     return {m: table_values(m, results[m]) for m in metrics}
 
 
@@ -149,25 +152,34 @@ def prerequisites_by_dataset(metrics: list[str], runs: list[PlannedRun], scale: 
     for name, root in datasets:
         clf = (ensure_classifier(cache_dir / name, name, root, scale.classifier_epochs,
                                  progress) if {"cls_fid", "cls_is"} & set(metrics) else None)
-        out[name] = prerequisites(metrics, name, root, reference="train", inception=net,
-                                  classifier=clf, recon_n=scale.num_samples or None,
+        out[name] = prerequisites(metrics, name, root, reference="train",
+                                  sources=Sources(net, classifier=clf),
+                                  recon_n=scale.num_samples or None,
                                   reference_n=scale.reference_images, progress=progress)
     return out
 
 
-def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: Path,
-              roots: dict[str, str], folder: Optional[str], threads: Optional[int] = None,
-              inception: Optional[str] = None, extra: list[str] = (), progress: bool = True,
-              report_only: bool = False) -> list[Path]:
+class Places(NamedTuple):
+    """Where a reproduction works: run folders under `runs_root`, reports in `results_dir`, the
+    datasets at `roots` (per dataset) or in `folder` (one folder holding them)."""
+    runs_root: Path
+    results_dir: Path
+    roots: dict[str, str]
+    folder: Optional[str] = None
+
+
+def reproduce(table_path: Path, scale_name: str, places: Places, inception: Optional[str] = None,
+              extra: list[str] = (), progress: bool = True, report_only: bool = False
+              ) -> list[Path]:
     """Train what is missing, evaluate every run, write the report; with `report_only`, train
     and evaluate nothing: report the finished, evaluated runs and list the others as missing.
     Call `runtime.configure_runtime` first."""
     spec = load_table(table_path)
     scale: ScaleSpec = getattr(spec.scales, scale_name)
-    runs = plan(spec, table_path, scale_name, runs_root, roots, folder, extra)
+    runs = plan(spec, table_path, scale_name, places.runs_root, places.roots, places.folder, extra)
     metrics = metric_names(spec, scale, inception_metrics(inception))
     prereq = {} if report_only else prerequisites_by_dataset(
-        metrics, runs, scale, runs_root / "classifiers", inception, progress)
+        metrics, runs, scale, places.runs_root / "classifiers", inception, progress)
     made_by = f"`{command_line()}`, report written by commit {short(code_version())}"
     rows, missing = [], []
     for k, run in enumerate(runs, 1):
@@ -180,15 +192,16 @@ def reproduce(table_path: Path, scale_name: str, runs_root: Path, results_dir: P
         else:
             print(f"[table {spec.id}] run {k}/{len(runs)} '{run.spec.label}' seed {run.seed}: "
                   f"{run.run_dir}", flush=True)
-            it = train_run(run, threads, progress)
+            it = train_run(run, progress)
             values = evaluate_run(run, metrics, scale, it, prereq, progress)
         rows.append(Row(run.spec.label, setting(run.spec), values, run.spec.paper,
                         protocol(run, metrics[0], scale, it), run.spec.group, run.spec.x, run.seed,
                         trained_with=run_code(run.run_dir),
                         evaluated_with=_eval_code(values)))
         if not report_only:
-            write_report(spec, scale_name, metrics, rows, results_dir, made_by)  # partial tables
-    return write_report(spec, scale_name, metrics, rows, results_dir, made_by, missing)
+            write_report(spec, scale_name, metrics, rows, places.results_dir,
+                         made_by)  # partial tables
+    return write_report(spec, scale_name, metrics, rows, places.results_dir, made_by, missing)
 
 
 def _state_note(state: str, it: int, run: PlannedRun) -> str:

@@ -19,7 +19,7 @@ import yaml
 
 from ebm_vae.completion.config import completion_config_from_dict
 from ebm_vae.core.config import config_from_dict
-from ebm_vae.core.checkpoints import checkpoint_iteration
+from ebm_vae.training.checkpoints import checkpoint_iteration
 from ebm_vae.reproduce.spec import RunSpec, ScaleSpec, TableSpec
 from ebm_vae.utils.typed_yaml import ConfigError, load_raw
 
@@ -101,7 +101,7 @@ def plan(spec: TableSpec, table_path: Path, scale_name: str, runs_root: Path,
     scale: ScaleSpec = getattr(spec.scales, scale_name)
     seeds = [[f"seed={s}"] for s in scale.seeds] if scale.seeds is not None else [[]]
     rows = [r for r in spec.runs if scale.runs is None or r.label in scale.runs]
-    return [_plan_run(spec, run, table_path, scale, scale_name, runs_root, roots, folder,
+    return [_plan_run(spec, run, table_path, scale_name, runs_root, roots, folder,
                       [*seed, *extra]) for run in rows for seed in seeds]
 
 
@@ -117,9 +117,9 @@ def last_wins(overrides: list[str]) -> list[str]:
     return out[::-1]
 
 
-def _plan_run(spec: TableSpec, run: RunSpec, table_path: Path, scale: ScaleSpec, scale_name: str,
-              runs_root: Path, roots: dict[str, str] | None, folder: Optional[str],
-              extra: list[str]) -> PlannedRun:
+def _plan_run(spec: TableSpec, run: RunSpec, table_path: Path, scale_name: str, runs_root: Path,
+              roots: dict[str, str] | None, folder: Optional[str], extra: list[str]) -> PlannedRun:
+    scale: ScaleSpec = getattr(spec.scales, scale_name)
     build = completion_config_from_dict if spec.task == "completion" else config_from_dict
     here = table_path.parent
     config_path = Path(os.path.normpath(here / (run.config or scale.config or spec.config)))

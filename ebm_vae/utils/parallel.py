@@ -22,7 +22,7 @@ gradient with the single-process one.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ContextManager, NamedTuple, TypeVar
 
 import numpy as np
 import paddle
@@ -147,7 +147,7 @@ class DataParallelTask:
     statistics and the logged values are averaged (values named *grad_norm* are already global)."""
 
     def __init__(self, task: Any, w: World):
-        self.task, self.w, self.models = task, w, task.models
+        self.task, self.w, self.models, self.plots = task, w, task.models, task.plots
         task.distribute(w.size, data_parallel(task.models, w))
 
     def modules(self) -> dict[str, Any]:
@@ -159,12 +159,9 @@ class DataParallelTask:
     def panels(self) -> list:
         return self.task.panels()
 
-    def revise(self, batch: np.ndarray) -> Any:
+    def step(self, batch: np.ndarray, revising: ContextManager) -> dict[str, float]:
         seed_worker(self.w)
-        return self.task.revise(shard(batch, self.w))
-
-    def learn(self, drawn: Any) -> dict[str, float]:
-        stats = self.task.learn(drawn)
+        stats = self.task.step(shard(batch, self.w), revising)
         average_batch_norm(self.models, self.w)
         return {**stats, **mean_values({k: v for k, v in stats.items() if "grad_norm" not in k},
                                        self.w)}

@@ -27,7 +27,7 @@ import paddle
 from PIL import Image
 
 from ebm_vae.core.langevin import energy_grad
-from ebm_vae.core.runs import open_run
+from ebm_vae.training.runs import load_run
 from ebm_vae.core.sampling import ancestral_sample
 from ebm_vae.utils.runtime import configure_cpu
 
@@ -61,7 +61,7 @@ def vae_use(models, x: np.ndarray) -> tuple[float, int]:
 
 
 def diagnose(ckpt: str, data: np.ndarray, n: int, seed: int) -> dict[str, float]:
-    run = open_run(ckpt, False, False)
+    run = load_run(ckpt)
     cfg = run.cfg
     paddle.seed(seed)
     pair = ancestral_sample(run.models, n, cfg.model.latent_dim, cfg.langevin,

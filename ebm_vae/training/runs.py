@@ -10,14 +10,14 @@ import paddle
 
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
-from ebm_vae.core.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_tensor_file,
+from ebm_vae.training.checkpoints import (CHECKPOINTS, chosen_checkpoint, load_tensor_file,
                                       read_checkpoint, read_meta, read_newest, split_checkpoint,
                                       tensor_bytes)
 from ebm_vae.core.ema import PREFIX
-from ebm_vae.core.states import CheckpointError, check_finite, load_layer_states, tensor_shape
+from ebm_vae.training.states import CheckpointError, check_finite, load_layer_states, tensor_shape
 from ebm_vae.errors import UserError
 from ebm_vae.utils.atomic import write_bytes, write_text
-from ebm_vae.utils.runtime import configure_runtime, seed_all
+from ebm_vae.utils.runtime import configure_runtime, seed_all, set_device
 
 NETWORKS = ("ebm", "encoder", "decoder")
 
@@ -68,26 +68,45 @@ def _bare_weights(run_dir: Path) -> list[str]:
     return found if set(SAMPLER) <= set(found) else []
 
 
-def open_run(run_dir: str | Path, untrained: bool = False, averaged: bool = False) -> Run:
-    """Config and models of a run folder, in eval mode, without touching the runtime (device,
-    threads). Weights: the newest checkpoint folder, or `ebm.pdparams`, `encoder.pdparams`,
-    `decoder.pdparams` beside config.yaml (shipped weights); `run_dir` may
-    also name one checkpoint folder, `RUN/checkpoints/iter_N`, to load that one.
-    `untrained=True` builds the run's architecture at its seeded initialisation instead;
-    `averaged=True` loads the checkpoint's weight average (train.ema > 0)."""
-    path, (run_dir, _) = run_dir, chosen_checkpoint(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunNotFoundError(f"{run_dir} is not a run folder: {run_dir / 'config.yaml'} not found")
-    cfg = load_config(run_dir / "config.yaml")
+def _run_config(path: str | Path) -> Path:
+    """The config.yaml of the run folder `path` is (or holds the checkpoint folder `path` names)."""
+    folder = split_checkpoint(path)[0]
+    if not (folder / "config.yaml").is_file():
+        raise RunNotFoundError(f"{folder} is not a run folder: {folder / 'config.yaml'} not found")
+    return folder / "config.yaml"
+
+
+def load_run(run_dir: str | Path, device: Optional[str] = None, untrained: bool = False,
+             averaged: bool = False) -> Run:
+    """Config and networks of a run folder: `config.yaml` plus its newest checkpoint folder (or
+    `ebm/encoder/decoder.pdparams` beside the config: shipped weights, which may leave out the
+    encoder, see `Run.missing`); `run_dir` may also name one checkpoint folder,
+    `RUN/checkpoints/iter_N` or `RUN/checkpoints/best`, to load that one. Returns a `Run(cfg,
+    models, iteration, missing)`; `models.ebm`, `models.encoder`, `models.decoder` are Paddle
+    layers in eval mode. `device` ('cpu' or 'gpu'): select it first (default: leave Paddle's
+    current device and threads as they are; the tools call `configure_for_run` first).
+    `untrained=True`: the architecture at its seeded initialisation; `averaged=True`: the
+    checkpoint's moving average of the weights (runs trained with train.ema > 0)."""
+    if device is not None:
+        set_device(device)
+    run_folder = chosen_checkpoint(run_dir)[0]  # an incomplete or old-format checkpoint: refused
+    cfg = load_config(_run_config(run_folder))
     seed_all(cfg.seed)
     models = build_models(cfg.model)
     iteration: Optional[int] = 0
     missing: tuple[str, ...] = ()
     if not untrained:
-        iteration, missing = load_networks(path, models, averaged)
+        iteration, missing = load_networks(run_dir, models, averaged)
     for layer in models:
         layer.eval()  # no dropout; batch norm as configured (bn_batch_stats keeps batch statistics)
     return Run(cfg, models, iteration, missing)
+
+
+def configure_for_run(path: str | Path, device: Optional[str] = None,
+                      threads: Optional[int] = None) -> None:
+    """What the tools do before `load_run`: select `device` (default: the run's config's) and the
+    CPU settings (`threads` math threads; default `runtime.default_threads()`)."""
+    configure_runtime(device or load_config(_run_config(path)).device, threads)
 
 
 def read_networks(path: str | Path, averaged: bool = False
@@ -138,23 +157,11 @@ def load_networks(path: str | Path, models: Models, averaged: bool = False
     return iteration, tuple(n for n in NETWORKS if n not in states)
 
 
-def load_run(run_dir: str | Path, untrained: bool = False, device: str | None = None,
-             threads: int | None = None, averaged: bool = False) -> Run:
-    """`open_run` after selecting `device` (default: the config's) and the CPU settings
-    (`threads` math threads; default `runtime.default_threads()`), as the tools do. `run_dir`:
-    a run folder or one of its checkpoint folders; `averaged`: its weight average."""
-    folder = split_checkpoint(run_dir)[0]
-    if not (folder / "config.yaml").is_file():
-        raise RunNotFoundError(f"{folder} is not a run folder: {folder / 'config.yaml'} not found")
-    configure_runtime(device or load_config(folder / "config.yaml").device, threads)
-    return open_run(run_dir, untrained, averaged)
-
-
 def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False,
                    sampler_only: bool = False) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
     iteration) from a run's newest checkpoint, or from the checkpoint folder
-    `run_dir` names: a folder `open_run` and tools/sample.py load, with no optimiser states and
+    `run_dir` names: a folder `load_run` and tools/sample.py load, with no optimiser states and
     no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead.
     `sampler_only`: the EBM and decoder alone (no encoder: enough to sample, not to reconstruct;
     `--init` from them starts a fresh encoder)."""

@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from ebm_vae.core.checkpoints import best_score, write_best
+from ebm_vae.training.checkpoints import best_score, write_best
 from ebm_vae.errors import UserError
 
 

@@ -16,7 +16,7 @@ run's checkpoint. A folder holding just `config.yaml` and the three `.pdparams` 
 weights) loads for sampling and evaluation.
 
 The old format (one pickle: a run's `checkpoints/last.ckpt`, a classifier `.ckpt`, a completion
-snapshot `snapshots/iter_N.ckpt`) is read only by `tools/convert_run.py PATH` (ebm_vae.core.legacy);
+snapshot `snapshots/iter_N.ckpt`) is read only by `tools/convert_run.py PATH` (ebm_vae.training.legacy);
 anything else pointed at one raises a one-line `LegacyFormatError` that says so.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Optional, TypeVar
 import paddle
 
 from ebm_vae.utils.atomic import WriteError, fsync_dir, write_bytes, write_text
-from ebm_vae.core.states import CheckpointError, check_finite, file_name, load_layer_states
+from ebm_vae.training.states import CheckpointError, check_finite, file_name, load_layer_states
 
 CHECKPOINTS = "checkpoints"
 LEGACY_CHECKPOINT = "checkpoints/last.ckpt"  # the old format: one pickle of numpy state dicts

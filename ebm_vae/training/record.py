@@ -1,5 +1,5 @@
 """What a training run writes into its folder: config.yaml (`start_run`), log.csv, sample grids,
-losses.png, checkpoints, checkpoints/best and provenance. `fit` calls a `RunRecord`; with several
+losses.png, checkpoints, checkpoints/best and provenance. The `Trainer` calls a `RunRecord`; with several
 data-parallel workers only worker 0 holds one, the others a `SilentRecord` that writes nothing."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import csv
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ebm_vae.core.checkpoints import latest_checkpoint, write_checkpoint
-from ebm_vae.core.config import dump_config
-from ebm_vae.core.guards import BestKeeper
-from ebm_vae.core.states import NonFiniteWeights
-from ebm_vae.core.stopping import TrainingError
+from ebm_vae.core.config import TrainConfig, dump_config
+from ebm_vae.training.checkpoints import latest_checkpoint, write_checkpoint
+from ebm_vae.training.guards import BestKeeper
+from ebm_vae.training.states import NonFiniteWeights
+from ebm_vae.training.stopping import TrainingError
 from ebm_vae.utils.atomic import WriteError, atomic_write
 from ebm_vae.utils.images import save_grids, save_plots
 from ebm_vae.utils.progress import Progress
@@ -25,6 +25,19 @@ from ebm_vae.utils.runtime import seed_all
 from ebm_vae.utils.vdl import VisualDLLog
 
 Plots = list[tuple[str, list[str]]]
+
+
+class Evaluation(NamedTuple):
+    """An optional metric inside training: `run()` returns {key: value} every `every` iterations
+    and at the end (those rows are always logged; other rows hold NaN, as the CSV has fixed
+    columns), plotted as one more panel of losses.png titled `title`. The state with the best
+    value of `best` so far is kept as checkpoints/best (training/guards.py)."""
+    every: int
+    keys: list[str]
+    run: Callable[[], dict[str, float]]
+    title: str
+    best: str = ""  # the key that chooses checkpoints/best ("" = keep no best)
+    higher_is_better: bool = False
 
 
 class RunLog:
@@ -140,17 +153,20 @@ def _warn(message: str) -> None:
 
 class RunRecord:
     """The run folder's writer for one training: the log (continued up to `resumed_at` on
-    resume), the progress bar (from iteration `first`), grids and plots, checkpoints
-    (`keep_every`) and the best state by `best_metric` ("" = none)."""
+    resume), the progress bar (from iteration `first` to `total`), grids and `plots`,
+    checkpoints (`train.keep_every`), VisualDL (`train.visualdl`) and the best state by the
+    `evaluation`'s `best` key (if any)."""
 
-    def __init__(self, run_dir: Path, total: int, resumed_at: Optional[int], plots: Plots,
-                 keep_every: int = 0, best_metric: str = "", higher_is_better: bool = False,
-                 progress: bool = True, first: int = 0, visualdl: bool = False):
-        self.run_dir, self.plots, self.keep_every = run_dir, plots, keep_every
-        self.vdl = VisualDLLog(run_dir) if visualdl else None
+    def __init__(self, run_dir: Path, train: TrainConfig, plots: Plots,
+                 evaluation: Optional[Evaluation], total: int, resumed_at: Optional[int],
+                 progress: bool = True, first: int = 0):
+        self.run_dir, self.keep_every = run_dir, train.keep_every
+        self.plots = plots + [(evaluation.title, evaluation.keys)] if evaluation else plots
+        self.vdl = VisualDLLog(run_dir) if train.visualdl else None
         record_start(run_dir, resumed_at)
         self.log = RunLog(run_dir / "log.csv", keep_until=resumed_at)
-        self.keeper = BestKeeper(run_dir, best_metric, higher_is_better) if best_metric else None
+        self.keeper = (BestKeeper(run_dir, evaluation.best, evaluation.higher_is_better)
+                       if evaluation and evaluation.best else None)
         self.bar = Progress(total, desc=run_dir.name, enabled=progress, initial=first)
 
     @property
@@ -256,7 +272,7 @@ RUN_FILES = ("log.csv", "samples", "losses.png")
 def prepare_run_dir(run_dir: Path, cfg: Any, resume: bool, write: bool = True) -> None:
     """Create the run folder and write the resolved config; refuse to clobber a run (a
     checkpoint, or a log or grids of a run killed before its first checkpoint). On resume the
-    config is written by `fit`, only after the checkpoint has loaded into the networks.
+    config is written by the `Trainer`, only after the checkpoint has loaded into the networks.
     Data-parallel: every worker checks, worker 0 (`write`) writes (atomically: the others may be
     reading)."""
     run_dir = Path(run_dir)

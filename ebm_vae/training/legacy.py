@@ -12,9 +12,9 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from ebm_vae.core.checkpoints import (LEGACY_CHECKPOINT, STATE_FILE, checkpoint_dirs,
+from ebm_vae.training.checkpoints import (LEGACY_CHECKPOINT, STATE_FILE, checkpoint_dirs,
                                       write_checkpoint, write_kept)
-from ebm_vae.core.states import CheckpointError, to_tensors
+from ebm_vae.training.states import CheckpointError, to_tensors
 
 
 def read_pickle(path: str | Path) -> dict:

@@ -33,9 +33,9 @@ class Abandon(BaseException):
 
 
 class StopSignals:
-    """SIGINT / SIGTERM during `fit`: the first one lets the current iteration finish, then `fit`
-    saves and stops; a second one abandons the iteration at once (its state is not saved, the
-    one before it is). Installed only in the main thread of a single process."""
+    """SIGINT / SIGTERM during training: the first one lets the current iteration finish, then
+    the trainer saves and stops; a second one abandons the iteration at once (its state is not
+    saved, the one before it is). Installed only in the main thread of a single process."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
