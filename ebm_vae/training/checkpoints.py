@@ -16,8 +16,9 @@ run's checkpoint. A folder holding just `config.yaml` and the three `.pdparams` 
 weights) loads for sampling and evaluation.
 
 The old format (one pickle: a run's `checkpoints/last.ckpt`, a classifier `.ckpt`, a completion
-snapshot `snapshots/iter_N.ckpt`) is read only by `tools/convert_run.py PATH` (ebm_vae.training.legacy);
-anything else pointed at one raises a one-line `LegacyFormatError` that says so.
+snapshot `snapshots/iter_N.ckpt`) is read only by `tools/convert_run.py PATH`
+(ebm_vae.training.legacy); anything else pointed at one raises a one-line `LegacyFormatError`
+that says so.
 """
 from __future__ import annotations
 

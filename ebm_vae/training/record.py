@@ -1,6 +1,7 @@
 """What a training run writes into its folder: config.yaml (`start_run`), log.csv, sample grids,
-losses.png, checkpoints, checkpoints/best and provenance. The `Trainer` calls a `RunRecord`; with several
-data-parallel workers only worker 0 holds one, the others a `SilentRecord` that writes nothing."""
+losses.png, checkpoints, checkpoints/best and provenance. The `Trainer` calls a `RunRecord`; with
+several data-parallel workers only worker 0 holds one, the others a `SilentRecord` that writes
+nothing."""
 from __future__ import annotations
 
 import contextlib
