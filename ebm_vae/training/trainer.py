@@ -33,7 +33,9 @@ from ebm_vae.utils.runtime import configure_runtime, math_threads, seed_all
 class Task(Protocol):
     """What the trainer drives. `step` runs one iteration of Algorithm 1 on a batch
     (`core.teach.teach_step`, its steps 1-3 inside `revising`, which a second Ctrl-C may abandon)
-    and returns the values to log; `evaluation` is the in-training score (None: none)."""
+    and returns the values to log; `evaluation` is the in-training score (None: none). A task
+    that can start from trained networks (`train(..., init=)`) also has `begin_from(init)`,
+    which loads them and returns their iteration."""
     models: NamedTuple
     plots: Plots
     def modules(self) -> dict[str, Any]: ...
