@@ -122,11 +122,13 @@ def test_eval_rows_for_l2_sharpness_and_fid(trained_run, l2_run, tmp_path, capsy
 
 
 def test_exported_weights_fill_without_the_run(trained_run, tmp_path, capsys):  # noqa: F811
-    _, run = trained_run
+    root, run = trained_run
     shipped = tmp_path / "facade16"
     assert complete_tool.main(["export", "--ckpt", str(run), "--out", str(shipped)]) == 0
     assert sorted(p.name for p in shipped.iterdir()) == [
         "config.yaml", "decoder.pdparams", "ebm.pdparams", "encoder.pdparams", "weights.json"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["root"] is not None
+    assert yaml.safe_load((shipped / "config.yaml").read_text())["data"]["root"] is None  # no local path
     pic = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     Image.fromarray(pic).save(tmp_path / "in.png")
     hole = np.zeros((SIZE, SIZE), np.uint8)
@@ -149,7 +151,7 @@ def test_exported_weights_fill_without_the_run(trained_run, tmp_path, capsys):  
                                "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{SIZE}x{SIZE}" in err[0]
-    report = evaluate(shipped, tmp_path / "ev")
+    report = evaluate(shipped, tmp_path / "ev", EvalRequest(data_root=str(root)))
     assert report["iteration"] is not None and report["training_seconds"] is None
     assert complete_tool.main(["export", "--ckpt", str(tmp_path), "--out",
                                str(tmp_path / "none")]) == 2

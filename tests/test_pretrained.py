@@ -93,3 +93,26 @@ def test_the_readme_own_script_snippet_runs_on_the_shipped_weights(tmp_path):
     res = _run_snippet(snippet.replace('"runs/mnist"', repr(str(PRETRAINED / "mnist"))), tmp_path)
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split()) >= 8  # eight energies printed
+
+
+def test_shipped_facade64_fills_a_picture_with_different_fills(tmp_path):
+    from PIL import Image
+
+    from tools import complete as complete_tool
+
+    folder = PRETRAINED / "facade64"
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".pdparams")) == sorted(
+        ["config.yaml", *NETWORKS])
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 20 * 2 ** 20
+    pic = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pic).save(tmp_path / "in.png")
+    hole = np.zeros((64, 64), np.uint8)
+    hole[16:48, 20:52] = 255
+    Image.fromarray(hole).save(tmp_path / "m.png")
+    assert complete_tool.main(["fill", "--ckpt", str(folder), "--image", str(tmp_path / "in.png"),
+                               "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png"),
+                               "--samples", "2", "--threads", "1"]) == 0
+    fills = [np.asarray(Image.open(tmp_path / f"o_{k}.png")) for k in (1, 2)]
+    for out in fills:
+        np.testing.assert_array_equal(out[hole == 0], pic[hole == 0])  # visible pixels kept
+    assert np.abs(fills[0].astype(int) - fills[1].astype(int))[hole > 0].mean() > 0.5  # in 0-255 units

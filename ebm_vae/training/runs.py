@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import paddle
+import yaml
 
 from ebm_vae.core.config import Config, load_config
 from ebm_vae.core.models import Models, build_models
@@ -157,12 +158,25 @@ def load_networks(path: str | Path, models: Models, averaged: bool = False
     return iteration, tuple(n for n in NETWORKS if n not in states)
 
 
+LOCAL_PATHS = (("data", "root"), ("eval", "classifier"), ("eval", "inception"))
+
+
+def portable_config(text: str) -> str:
+    """A run's config.yaml with the paths of the machine it ran on (data.root, eval.classifier,
+    eval.inception) set to null, for a folder that travels without them."""
+    cfg = yaml.safe_load(text)
+    for section, key in LOCAL_PATHS:
+        if isinstance(cfg.get(section), dict) and key in cfg[section]:
+            cfg[section][key] = None
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
 def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = False,
                    sampler_only: bool = False) -> Path:
     """Write `out_dir/config.yaml`, the three networks' `.pdparams` and `weights.json` (the
     iteration) from a run's newest checkpoint, or from the checkpoint folder
-    `run_dir` names: a folder `load_run` and tools/sample.py load, with no optimiser states and
-    no data. `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead.
+    `run_dir` names: a folder `load_run` and tools/sample.py load, with no optimiser states,
+    no data and no paths of this machine (`portable_config`). `averaged`: export the weight average (`ema_*.pdparams`, train.ema > 0) instead.
     `sampler_only`: the EBM and decoder alone (no encoder: enough to sample, not to reconstruct;
     `--init` from them starts a fresh encoder)."""
     path, (run_dir, found), out_dir = run_dir, chosen_checkpoint(run_dir), Path(out_dir)
@@ -173,5 +187,5 @@ def export_weights(run_dir: str | Path, out_dir: str | Path, averaged: bool = Fa
         write_bytes(out_dir / f"{name}.pdparams", tensor_bytes(states[name]))
     info = {"iteration": iteration, **({"ema": True} if averaged else {})}
     write_text(out_dir / WEIGHTS_INFO, json.dumps(info) + "\n")
-    write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
+    write_text(out_dir / "config.yaml", portable_config((run_dir / "config.yaml").read_text()))
     return out_dir
