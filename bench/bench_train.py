@@ -25,9 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [ROOT / "experiments" / "mnist.yaml", ROOT / "experiments" / "cifar10.yaml"]
-# name -> (configure_cpu applied?, threads, onednn)
-CASES = {"paddle-default": (False, None, False), "tuned": (True, None, False),
-         "tuned-1thread": (True, 1, False), "tuned-onednn": (True, None, True)}
+# name -> (configure_cpu applied?, threads, langevin.gradient); "tuned" is what the tools run
+CASES = {"paddle-default": (False, None, "autograd"), "tuned": (True, None, "auto"),
+         "tuned-1thread": (True, 1, "auto"), "tuned-autograd": (True, None, "autograd"),
+         "tuned-autograd-1thread": (True, 1, "autograd")}
 QUICK = {"chains": 100, "batch": 100, "steps": 5, "sample_steps": 5}
 
 
@@ -100,7 +101,7 @@ def run_paddle(spec: dict) -> dict:
     from ebm_vae.utils.runtime import configure_cpu, seed_all, set_device
 
     set_device(spec["device"])
-    applied = configure_cpu(spec["threads"], spec["onednn"]) if spec["tuned"] and spec["device"] == "cpu" else {}
+    applied = configure_cpu(spec["threads"]) if spec["tuned"] and spec["device"] == "cpu" else {}
     ceiling = matmul_rate()
     cfg = load_config(spec["config"], spec["overrides"])
     seed_all(0)
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(the table says what was used)")
     p.add_argument("--chains", type=int, help="override num_chains and batch_size")
     p.add_argument("--steps", type=int, help="override langevin.steps and sample.steps")
-    p.add_argument("--cases", default="paddle-default,tuned",
+    p.add_argument("--cases", default="tuned-autograd,tuned",
                    help=f"comma-separated runtime settings, from: {', '.join(CASES)} (+ torch if installed)")
     p.add_argument("--threads", type=int, help="threads for the tuned cases (default: all cores)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (min is kept)")
@@ -250,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(path, overrides)
         fl = flops(cfg.model, cfg.train.num_chains, cfg.train.batch_size, cfg.langevin.steps)
         for case in cases:
-            tuned, threads, onednn = CASES.get(case, (False, None, False))
-            spec = {"case": case, "config": str(path), "overrides": overrides, "repeats": args.repeats,
+            tuned, threads, gradient = CASES.get(case, (False, None, "autograd"))
+            spec = {"case": case, "config": str(path), "repeats": args.repeats,
+                    "overrides": overrides + [f"langevin.gradient={gradient}"],
                     "framework": "torch" if case == "torch" else "paddle", "tuned": tuned,
-                    "threads": threads or args.threads, "onednn": onednn, "device": args.device}
+                    "threads": threads or args.threads, "device": args.device}
             r = run_case(spec)
             lgf = fl["langevin_step"] / r["langevin_step"] / 1e9
             tgf = fl["teach_step"] / r["teach_step"] / 1e9 if "teach_step" in r else float("nan")

@@ -104,6 +104,9 @@ class DataConfig:
     limit: Optional[int] = None  # use only the first `limit` training images (quick runs)
 
 
+Gradient = Literal["auto", "onednn", "autograd"]  # langevin.gradient
+
+
 @dataclass(frozen=True)
 class LangevinConfig:
     steps: int
@@ -112,6 +115,9 @@ class LangevinConfig:
     noise: bool = True  # false reproduces the released code (noise line commented out)
     chunk_size: Optional[int] = None  # revise at most this many chains per forward/backward
     clamp: bool = False  # [OURS] clip every step to [-1, 1], the data range (docs/method.md §8)
+    # how df/dx is computed: autograd (paddle.grad, any device), onednn (the EBM's backward
+    # written out and compiled for the CPU: core/compiled_grad.py), auto = onednn where it applies
+    gradient: Gradient = "auto"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import paddle
 import paddle.nn as nn
 
+from ebm_vae.core.compiled_grad import GradFn, compiled_gradient
 from ebm_vae.core.config import LangevinConfig
 
 EnergyFn = Callable[..., paddle.Tensor]  # f(x, *cond) -> [N] energies
@@ -52,13 +53,13 @@ def energy_grad(f: EnergyFn, x: paddle.Tensor, chunk_size: Optional[int] = None,
     return grads[0] if len(grads) == 1 else paddle.concat(grads)
 
 
-def langevin_step(f: EnergyFn, x: paddle.Tensor, lv: LangevinConfig,
-                  cond: tuple[paddle.Tensor, ...] = (), project: Optional[Project] = None,
-                  grad_rms: Optional[list[float]] = None) -> paddle.Tensor:
-    """One step of eq. (L), then onto [-1, 1] if `lv.clamp`, then `project`; appends the
-    root-mean-square of df/dx over all pixels to `grad_rms` (a host sync: pass it on the steps
-    whose value is wanted only)."""
-    drift = energy_grad(f, x, lv.chunk_size, cond)
+def langevin_step(grad: GradFn, x: paddle.Tensor, lv: LangevinConfig,
+                  project: Optional[Project] = None, grad_rms: Optional[list[float]] = None
+                  ) -> paddle.Tensor:
+    """One step of eq. (L) with df/dx = `grad(x)`, then onto [-1, 1] if `lv.clamp`, then
+    `project`; appends the root-mean-square of df/dx over all pixels to `grad_rms` (a host sync:
+    pass it on the steps whose value is wanted only)."""
+    drift = grad(x)
     if grad_rms is not None:
         grad_rms.append(math.sqrt(float((drift ** 2).mean())))
     if lv.ref_sigma is not None:
@@ -69,6 +70,20 @@ def langevin_step(f: EnergyFn, x: paddle.Tensor, lv: LangevinConfig,
     if lv.clamp:
         x = x.clip(-1.0, 1.0)  # [OURS] stay where the EBM is trained (the data range)
     return (x if project is None else project(x)).detach()
+
+
+def input_gradient(ebm: nn.Layer, lv: LangevinConfig, cond: tuple[paddle.Tensor, ...] = ()
+                   ) -> GradFn:
+    """x -> df(x, *cond)/dx under the EBM's current weights, `lv.chunk_size` chains at a time:
+    by the compiled oneDNN path where `lv.gradient` selects it (core/compiled_grad.py), else by
+    autograd."""
+    autograd = lambda x: energy_grad(ebm, x, lv.chunk_size, cond)  # noqa: E731
+    compiled = None if cond else compiled_gradient(ebm, lv.gradient, autograd)
+    size = lv.chunk_size
+    if compiled is None:
+        return autograd
+    return lambda x: compiled(x) if not size or size >= x.shape[0] else paddle.concat(
+        [compiled(x[start:start + size]) for start in range(0, x.shape[0], size)])
 
 
 def langevin(ebm: nn.Layer, x: paddle.Tensor, lv: LangevinConfig, steps: Optional[int] = None,
@@ -84,6 +99,7 @@ def langevin(ebm: nn.Layer, x: paddle.Tensor, lv: LangevinConfig, steps: Optiona
     steps = lv.steps if steps is None else steps
     x = (x if project is None else project(x)).detach()
     with frozen(ebm):
+        grad = input_gradient(ebm, lv, cond)
         for t in range(steps):
-            x = langevin_step(ebm, x, lv, cond, project, grad_rms if t == steps - 1 else None)
+            x = langevin_step(grad, x, lv, project, grad_rms if t == steps - 1 else None)
     return x

@@ -60,6 +60,7 @@ class EBM(nn.Layer):
     def __init__(self, cfg: EBMConfig, in_channels: int, image_size: int, init_std: float,
                  slope: float):
         super().__init__()
+        self.cfg, self.in_channels, self.image_size, self.slope = cfg, in_channels, image_size, slope
         self.features = conv_stack(cfg.conv, in_channels, init_std, slope)
         size = conv_stack_size(cfg.conv, image_size)
         self.head = Conv2D(cfg.conv[-1].channels, cfg.out_dim, size, **conv_attrs(init_std))

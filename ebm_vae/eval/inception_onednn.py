@@ -9,38 +9,27 @@ uses it only on CPU and for at least `MIN_IMAGES` images; it is built once per n
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ebm_vae.utils import onednn
+
 MIN_IMAGES = 64  # below this the predictor's build time outweighs what it saves
 
 
 def available() -> bool:
     """Whether this Paddle runs on CPU and was built with oneDNN."""
-    return ("cpu" in paddle.get_device()
-            and bool(paddle.base.core.is_compiled_with_mkldnn()))
+    return onednn.available()
 
 
 def build_predictor(net: nn.Layer, image_shape: list[int], threads: int) -> Any:
     """A Paddle Inference predictor (oneDNN, `threads` math threads) of `net`'s forward on
     batches of `image_shape` ([C, H, W])."""
     spec = [paddle.static.InputSpec([None, *image_shape], "float32")]
-    with tempfile.TemporaryDirectory() as tmp:
-        prefix = str(Path(tmp) / "inception")
-        static = paddle.jit.to_static(copy.deepcopy(net), input_spec=spec, full_graph=True)
-        paddle.jit.save(static, prefix)  # a copy: to_static would change `net` in place
-        graph = prefix + (".json" if Path(prefix + ".json").is_file() else ".pdmodel")  # PIR | 2.6
-        config = paddle.inference.Config(graph, prefix + ".pdiparams")
-        config.disable_gpu()
-        config.enable_mkldnn()
-        config.set_cpu_math_library_num_threads(threads)
-        config.disable_glog_info()
-        return paddle.inference.create_predictor(config)
+    return onednn.build_predictor(copy.deepcopy(net), spec, threads)  # to_static changes its net
 
 
 def forward(net: nn.Layer, x: paddle.Tensor, threads: int) -> np.ndarray:
@@ -50,8 +39,4 @@ def forward(net: nn.Layer, x: paddle.Tensor, threads: int) -> np.ndarray:
     if predictor is None:
         predictor = build_predictor(net, list(x.shape[1:]), threads)
         net.onednn_predictor = predictor
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(x.shape)
-    handle.copy_from_cpu(x.numpy())
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    return onednn.run(predictor, [x.numpy()])[0]

@@ -73,14 +73,15 @@ def default_threads() -> int:
     return available_cores()
 
 
-def configure_cpu(threads: Optional[int] = None, onednn: bool = False) -> dict[str, object]:
+def configure_cpu(threads: Optional[int] = None) -> dict[str, object]:
     """Apply the CPU settings that measurably speed up Langevin revision and training.
 
     - On AMD CPUs, select MKL's AVX2 kernels (3-4x faster matrix products and convolutions).
       MKL reads the switch once, at its first product: call this before any Paddle computation.
       A value the user already exported is kept.
     - `threads` math-library threads (default: `default_threads()`; Paddle itself uses 1).
-    - oneDNN kernels (`onednn=True`) are off by default: no gain measured for these networks.
+    - Paddle's eager convolutions do not use oneDNN whatever its flags say (docs/speed.md);
+      the oneDNN path is the compiled input gradient of `langevin.gradient`.
 
     Returns the settings applied, for logs.
     """
@@ -92,8 +93,7 @@ def configure_cpu(threads: Optional[int] = None, onednn: bool = False) -> dict[s
     n = threads or default_threads()
     paddle.base.core.set_num_threads(n)
     _configured_threads = n
-    paddle.set_flags({"FLAGS_use_mkldnn": onednn})
-    return {"threads": n, "onednn": onednn, MKL_CPU_SWITCH: os.environ.get(MKL_CPU_SWITCH)}
+    return {"threads": n, MKL_CPU_SWITCH: os.environ.get(MKL_CPU_SWITCH)}
 
 
 def math_threads() -> int:
