@@ -11,10 +11,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ebm_vae.completion import evaluate as completion_evaluate
-from ebm_vae.completion.evaluate import L2_UNET, OURS, EvalRequest, evaluate, fill_file
+from ebm_vae.completion.evaluate import L2_UNET, NEAREST, OURS, EvalRequest, evaluate, fill_file
 from ebm_vae.completion.l2_unet import l2_fill, load_l2_unet, train_l2_unet
 from ebm_vae.completion.masks import FillError, center_masks
-from ebm_vae.completion.quality import completion_fid
+from ebm_vae.completion.baselines import nearest_fill
+from ebm_vae.completion.quality import completion_fid, hole_crops
 from ebm_vae.eval.image_metrics import hole_gradient, sharpness_ratio
 from tests.test_completion import SIZE, rand_images, tiny_completion_raw, trained_run  # noqa: F401
 from tools import complete as complete_tool
@@ -59,12 +60,41 @@ def test_fid_of_completions_uses_all_holes_and_of_the_truth_is_zero():
     def features(images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), 3, -1).mean(axis=2)
 
-    fids = completion_fid(lambda m: {"truth": real, "white": real * (1 - m) + m}, masks, real,
+    both = completion_fid(lambda m: {"truth": real, "white": real * (1 - m) + m}, masks, real,
                           features)
+    fids, holes = both["image"], both["hole"]
     assert fids["truth"]["n_completed"] == 15 and fids["truth"]["n_real"] == 5
     # the truth repeated 3 times: only the covariances' n - 1 normalisations differ (15 vs 5)
     assert abs(fids["truth"]["fid"]) < 1e-3
     assert fids["white"]["fid"] > 100 * abs(fids["truth"]["fid"])
+    # the hole FID compares crops with the real crops of the same holes: exactly 0 for the truth
+    assert holes["truth"]["n_completed"] == holes["truth"]["n_real"] == 15
+    assert abs(holes["truth"]["fid"]) < 1e-6 and holes["white"]["fid"] > fids["white"]["fid"]
+
+
+def test_hole_crops_widen_the_hole_by_a_quarter_and_stay_inside():
+    x = np.arange(2 * 3 * 16 * 16, dtype=np.float32).reshape(2, 3, 16, 16)
+    masks = np.zeros((2, 1, 16, 16), np.float32)
+    masks[0, 0, 4:12, 6:14] = 1  # 8x8 hole: a 2-pixel margin fits on the left, not the right
+    masks[1, 0, 0:8, 0:8] = 1  # in the corner: the crop shifts to keep its size
+    crops = hole_crops(x, masks)
+    assert crops.shape == (2, 3, 12, 12)
+    np.testing.assert_array_equal(crops[0], x[0, :, 2:14, 4:16])
+    np.testing.assert_array_equal(crops[1], x[1, :, 0:12, 0:12])
+    masks[1, 0, 0:8, 0:9] = 1
+    with pytest.raises(ValueError, match="one size"):
+        hole_crops(x, masks)
+
+
+def test_nearest_fill_takes_the_hole_of_the_closest_training_image():
+    train = smooth_images(4, seed=3)
+    images = train[[2, 0]] + 0.01  # near training images 2 and 0 in every visible pixel
+    masks = center_masks(2, SIZE, 6)
+    filled = nearest_fill(train, images, masks)
+    hole = masks.astype(bool).repeat(3, axis=1)
+    np.testing.assert_array_equal(filled[~hole], images[~hole])  # visible pixels kept
+    np.testing.assert_array_equal(filled[0][hole[0]], train[2][hole[0]])
+    np.testing.assert_array_equal(filled[1][hole[1]], train[0][hole[1]])
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +144,17 @@ def test_eval_rows_for_l2_sharpness_and_fid(trained_run, l2_run, tmp_path, capsy
     assert all(m["sharpness"] > 0 for n, m in report["methods"].items() if not n.startswith("mean"))
     monkeypatch.setattr(completion_evaluate, "inception_features", lambda: (
         lambda x: x.reshape(len(x), 3, -1).mean(axis=2), "test features"))
-    report = evaluate(run, tmp_path / "b", EvalRequest(l2_dir=l2, fid_holes=2))
-    fid = report["fid"]["methods"]
-    assert set(fid) == set(report["methods"]) - {"ours: mean of the K revised fills"}
+    report = evaluate(run, tmp_path / "b", EvalRequest(l2_dir=l2, fid_holes=2, nearest=True))
+    fid, hole = report["fid"]["methods"], report["fid"]["hole"]
+    assert NEAREST in report["methods"]
+    assert set(fid) == set(hole) == set(report["methods"]) - {"ours: mean of the K revised fills"}
     assert fid[OURS]["n_completed"] == 2 * report["images"] and fid[OURS]["n_real"] == 3
-    assert all(np.isfinite(v["fid"]) for v in fid.values())
+    assert hole[OURS]["n_completed"] == hole[OURS]["n_real"] == 2 * report["images"]
+    assert all(np.isfinite(v["fid"]) for f in (fid, hole) for v in f.values())
+    assert complete_tool.main(["eval", "--ckpt", str(run), "--out", str(tmp_path / "c"),
+                               "--fid-holes", "1", "--nearest"]) == 0
+    out = capsys.readouterr().out
+    assert "FIDhole" in out and "nearest training image" in out
 
 
 def test_exported_weights_fill_without_the_run(trained_run, tmp_path, capsys):  # noqa: F811

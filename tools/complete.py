@@ -56,7 +56,8 @@ def _eval(args: argparse.Namespace) -> None:
     _check_counts(args)
     out = args.out or Path(args.ckpt) / "eval"
     request = EvalRequest(args.data_root, args.split, args.limit, args.mask_kind, args.mask_size,
-                          args.checkpoint, args.uncond_ckpt, args.l2_ckpt, args.fid_holes)
+                          args.checkpoint, args.uncond_ckpt, args.l2_ckpt, args.fid_holes,
+                          args.nearest)
     report = evaluate(args.ckpt, out, request, Fills(args.seed, args.steps, args.samples),
                       args.threads)
     mask = report["mask"]
@@ -64,13 +65,16 @@ def _eval(args: argparse.Namespace) -> None:
           f"{mask['kind']} {mask['size']}x{mask['size']} (trained on {mask['trained_on']['kind']} "
           f"{mask['trained_on']['size']}); {report['samples']} fill(s) per hole")
     fid = report.get("fid", {}).get("methods", {})
+    hole_fid = report.get("fid", {}).get("hole", {})
     print(f"{'method':<52} {'PSNR hole':>9} {'SSIM hole':>9} {'L1 hole':>8} {'PSNR img':>9} "
-          f"{'SSIM img':>8} {'L1 img':>7} {'sharp':>6}" + (f" {'FID':>6}" if fid else ""))
+          f"{'SSIM img':>8} {'L1 img':>7} {'sharp':>6}"
+          + (f" {'FID':>6} {'FIDhole':>7}" if fid else ""))
     for name, m in report["methods"].items():
         print(f"{name[:52]:<52} {m['psnr_hole']['mean']:9.2f} {m['ssim_hole']['mean']:9.4f} "
               f"{m['l1_hole']['mean']:8.4f} {m['psnr_image']['mean']:9.2f} "
               f"{m['ssim_image']['mean']:8.4f} {m['l1_image']['mean']:7.4f} "
-              f"{m['sharpness']:6.3f}" + (f" {fid[name]['fid']:6.2f}" if name in fid else ""))
+              f"{m['sharpness']:6.3f}" + (f" {fid[name]['fid']:6.2f} {hole_fid[name]['fid']:7.2f}"
+                                          if name in fid else ""))
     pairs = report["paired_vs_harmonic"]
     print("ours - harmonic, paired over the images (mean ± standard error; images where ours is "
           "better): " + "; ".join(f"{k} {v['mean_diff']:+.4f} ± {v['std_err']:.4f} ({v['ours_better']:.0%})"
@@ -148,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                     "baseline`), scored on the same holes")
     ev.add_argument("--fid-holes", type=int, default=0, metavar="H", help="also the Inception FID "
                     "of each method's completions with H seeded holes per image against the real "
-                    "images (needs the FID Inception weights; 0 = off)")
+                    "images, and the hole FID of crops around the holes (needs the FID Inception "
+                    "weights; 0 = off)")
+    ev.add_argument("--nearest", action="store_true", help="also fill each hole with the same "
+                    "pixels of the training image nearest in the visible pixels (a retrieval "
+                    "baseline: real content, as sharp as the photos)")
     fi = sub.add_parser("fill", help="complete one picture")
     fi.add_argument("--ckpt", required=True, metavar="RUN_DIR", help="a `complete.py train` run "
                     "or exported weights (`complete.py export`, e.g. pretrained/facade64)")

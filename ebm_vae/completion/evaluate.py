@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ebm_vae.completion.baselines import harmonic_fill, mean_fill, unconditional_fill
+from ebm_vae.completion.baselines import harmonic_fill, mean_fill, nearest_fill, unconditional_fill
 from ebm_vae.completion.masks import FillError, MaskError, load_mask, paste, resize_mask
 from ebm_vae.completion.config import CompletionConfig
 from ebm_vae.completion.fill import complete, complete_k, ebm_mean_fill
@@ -43,6 +43,7 @@ EBM_MEAN = "ablation: the EBM's Gaussian mean mu(c) alone"
 HARMONIC, MEAN = "harmonic interpolation", "mean of visible pixels"
 UNCOND = "unconditional model (encode-decode-revise-paste)"
 L2_UNET = "baseline: L2 U-Net (g's U-Net without z, trained with L2)"
+NEAREST = "nearest training image's hole (retrieval)"
 
 
 def hole_diversity(fills: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -119,8 +120,8 @@ class EvalRequest:
     default the config's), one seeded hole per image (the run's mask config unless `mask_kind`
     / `mask_size`), with the weights of `checkpoint` (default: the run's newest), against the
     harmonic and mean fills and, if given, the unconditional run `uncond_dir` and the L2 U-Net
-    folder `l2_dir`; with `fid_holes` > 0 also the Inception FID over that many seeded holes
-    per image."""
+    folder `l2_dir`, and with `nearest` the nearest training image's hole; with `fid_holes` > 0
+    also the Inception FIDs (whole image, hole) over that many seeded holes per image."""
     data_root: Optional[str] = None
     split: str = "test"
     limit: Optional[int] = None
@@ -130,6 +131,7 @@ class EvalRequest:
     uncond_dir: str | Path | None = None
     l2_dir: str | Path | None = None
     fid_holes: int = 0
+    nearest: bool = False
 
 
 def evaluate(run_dir: str | Path, out_dir: str | Path, request: EvalRequest = EvalRequest(),
@@ -154,7 +156,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, request: EvalRequest = Ev
     images = to_float(load_folder_split(cfg.data.name, r.data_root or cfg.data.root, r.split, size,
                                         cfg.data.resize)[:r.limit])
     masks = eval_masks(cfg, len(images), seed, r.mask_kind, r.mask_size)
-    fillers = _fillers(models, images, size, r.uncond_dir, r.l2_dir)
+    fillers = _fillers(models, images, r, cfg)
     seed_all(seed)
     steps = sampling_defaults(cfg, steps)[0]
     proposals, revised = complete_k(models, images, masks, samples, cfg.model.latent_dim, steps,
@@ -189,12 +191,12 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, request: EvalRequest = Ev
     return report
 
 
-def _fillers(models: ConditionalModels, images: np.ndarray, size: int,
-             uncond_dir: str | Path | None, l2_dir: str | Path | None
-             ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def _fillers(models: ConditionalModels, images: np.ndarray, request: EvalRequest,
+             cfg: CompletionConfig) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """{method: masks -> its completions of `images`} of every method but ours: the EBM's mean
-    alone (if the model has one), the unconditional run and the L2 U-Net (if given), the
-    harmonic and mean fills."""
+    alone (if the model has one), the unconditional run, the L2 U-Net and the nearest training
+    image (if `request` asks), the harmonic and mean fills."""
+    uncond_dir, l2_dir, size = request.uncond_dir, request.l2_dir, cfg.model.image_size
     fillers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if models.ebm.mean is not None:
         fillers[EBM_MEAN] = functools.partial(ebm_mean_fill, models, images)
@@ -210,6 +212,10 @@ def _fillers(models: ConditionalModels, images: np.ndarray, size: int,
             raise FillError(f"the L2 U-Net {l2_dir} completes {l2_cfg.model.image_size}x"
                             f"{l2_cfg.model.image_size} images, the model {size}x{size}")
         fillers[L2_UNET] = functools.partial(l2_fill, net, images)
+    if request.nearest:
+        train = to_float(load_folder_split(cfg.data.name, request.data_root or cfg.data.root,
+                                           "train", size, cfg.data.resize))
+        fillers[NEAREST] = functools.partial(nearest_fill, train, images)
     fillers[HARMONIC] = functools.partial(harmonic_fill, images)
     fillers[MEAN] = functools.partial(mean_fill, images)
     return fillers
@@ -246,10 +252,12 @@ def _fid_report(fill_all: FillAll, cfg: CompletionConfig, images: np.ndarray, se
     masks = [eval_masks(cfg, len(images), seed + h, request.mask_kind,
                         request.mask_size) for h in range(holes)]
     seed_all(seed)
-    return {"fid": {"methods": completion_fid(fill_all, masks, images, features),
+    fids = completion_fid(fill_all, masks, images, features)
+    return {"fid": {"methods": fids["image"], "hole": fids["hole"],
                     "holes_per_image": holes, "weights": source,
                     "what": "Inception FID (pool3) of the completed images against the real "
-                            "ones; same holes for every method"}}
+                            "ones (methods), and of crops around the holes against the real "
+                            "crops (hole); same holes for every method"}}
 
 
 def _save_completions(path: Path, images: np.ndarray, masks: np.ndarray, proposals: np.ndarray,

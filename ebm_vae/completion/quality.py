@@ -1,13 +1,17 @@
 """Completion metrics that see blur, over a whole evaluation (docs/completion.md): the sharpness
 ratio of each method's fills and the Inception FID of completed test images against the real
-test images, with several seeded holes per image.
+test images, with several seeded holes per image; and the hole FID, the same on the hole's
+surroundings alone.
 
 FID protocol: each of the N test images gets `holes` holes (seeds seed, seed + 1, ...; the
 first set is the one the hole metrics use), each method fills all of them: N x holes completed
 images against the N real images' pool3 statistics (64x64 images upsampled to 299 as the
 Inception path does). With so few images FID is biased upwards, but by the same protocol for
 every method on the same holes, so differences between methods are fair; absolute values are
-not comparable to FIDs of other protocols.
+not comparable to FIDs of other protocols. With the visible three quarters of a 64x64 picture
+shared by every method, the whole-image FID barely sees the hole (a flat mean fill ties the best
+method): the hole FID compares crops of the hole's bounding box widened by a quarter of its
+size on each side (the fill and its seam) against the same crops of the real images.
 """
 from __future__ import annotations
 
@@ -38,16 +42,44 @@ def inception_features(weights: Optional[str] = None) -> tuple[Optional[Features
     return (lambda images: inception_outputs(net, images, probs=False)[0]), net.weights_file
 
 
+def hole_crops(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Each image's crop around its hole: the hole's bounding box widened by a quarter of its
+    height and width on each side (clipped to the image, shifted to keep its size). Every hole
+    of `masks` must have the same bounding-box size (true of square, centre and file masks)."""
+    boxes = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask[0] > 0.5)
+        boxes.append((ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
+    sizes = {(b[1] - b[0], b[3] - b[2]) for b in boxes}
+    if len(sizes) != 1:
+        raise ValueError(f"hole FID needs holes of one size, got {sorted(sizes)}")
+    (h, w), (height, width) = sizes.pop(), images.shape[2:]
+    ch, cw = min(h + 2 * (h // 4), height), min(w + 2 * (w // 4), width)
+    crops = []
+    for image, (top, _, left, _) in zip(images, boxes):
+        y = min(max(top - h // 4, 0), height - ch)
+        x = min(max(left - w // 4, 0), width - cw)
+        crops.append(image[:, y:y + ch, x:x + cw])
+    return np.stack(crops)
+
+
 def completion_fid(fill_all: FillAll, masks: list[np.ndarray], real: np.ndarray,
-                   features: Features) -> dict[str, dict[str, float | int]]:
-    """{method: {"fid", "n_completed", "n_real"}}: the FID of every method's completions of the
-    real images over all hole sets `masks` (each [N, 1, H, W]) against the real images."""
+                   features: Features) -> dict[str, dict[str, dict[str, float | int]]]:
+    """{"image": {method: {"fid", "n_completed", "n_real"}}, "hole": {...}}: the FID of every
+    method's completions of the real images over all hole sets `masks` (each [N, 1, H, W])
+    against the real images, and the FID of their `hole_crops` against the real images' crops
+    at the same holes."""
     reference = feature_stats(features(real)).with_sqrt()
+    real_crops = np.concatenate([features(hole_crops(real, m)) for m in masks])
+    hole_reference = feature_stats(real_crops).with_sqrt()
     completed: dict[str, list[np.ndarray]] = {}
+    crops: dict[str, list[np.ndarray]] = {}
     for m in masks:
         for name, filled in fill_all(m).items():
             completed.setdefault(name, []).append(features(filled))
-    return {name: _fid(np.concatenate(f), reference) for name, f in completed.items()}
+            crops.setdefault(name, []).append(features(hole_crops(filled, m)))
+    return {"image": {name: _fid(np.concatenate(f), reference) for name, f in completed.items()},
+            "hole": {name: _fid(np.concatenate(f), hole_reference) for name, f in crops.items()}}
 
 
 def _fid(feats: np.ndarray, reference: FeatureStats) -> dict[str, float | int]:

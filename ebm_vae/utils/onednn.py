@@ -37,7 +37,10 @@ def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads
         prefix = str(Path(tmp) / "net")
         paddle.jit.save(paddle.jit.to_static(net, input_spec=specs, full_graph=True), prefix)
         graph = prefix + (".json" if Path(prefix + ".json").is_file() else ".pdmodel")  # PIR | 2.6
-        config = paddle.inference.Config(graph, prefix + ".pdiparams")
+        config = paddle.inference.Config()
+        config.set_prog_file(graph)
+        if net.parameters():  # Paddle 2.6 refuses an empty parameter file
+            config.set_params_file(prefix + ".pdiparams")
         config.disable_gpu()
         config.enable_mkldnn()
         if cache_shapes:
