@@ -33,7 +33,7 @@ def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads
     of the same input shapes, as if the filter were a fixed weight. `cache_shapes` > 0 keeps
     that only for the last `cache_shapes` input shapes: a network whose filters are inputs
     must be run once on other shapes after they change (core/compiled_grad.py does)."""
-    with tempfile.TemporaryDirectory() as tmp, native_stderr_silenced():
+    with tempfile.TemporaryDirectory() as tmp, native_output_silenced():
         prefix = str(Path(tmp) / "net")
         paddle.jit.save(paddle.jit.to_static(net, input_spec=specs, full_graph=True), prefix)
         graph = prefix + (".json" if Path(prefix + ".json").is_file() else ".pdmodel")  # PIR | 2.6
@@ -51,19 +51,22 @@ def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads
 
 
 @contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Drop what C++ code writes to the process's stderr meanwhile (Paddle's glog notes while
-    it converts and loads a program, e.g. "static graph(PIR) not support input out tensor");
-    Python exceptions still propagate."""
+def native_output_silenced() -> Iterator[None]:
+    """Drop what C++ code writes to the process's stdout and stderr meanwhile (Paddle's notes
+    while it converts, loads and first runs a program: "static graph(PIR) not support input out
+    tensor", "ReduceMeanCheckIfOneDNNSupport"); Python exceptions still propagate."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
             os.dup2(null.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def run(predictor: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -72,5 +75,6 @@ def run(predictor: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         handle = predictor.get_input_handle(name)
         handle.reshape(list(value.shape))
         handle.copy_from_cpu(np.ascontiguousarray(value, dtype=np.float32))
-    predictor.run()
+    with native_output_silenced():
+        predictor.run()
     return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
