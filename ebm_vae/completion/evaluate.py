@@ -263,11 +263,12 @@ def _fid_report(fill_all: FillAll, cfg: CompletionConfig, images: np.ndarray, se
 def _save_completions(path: Path, images: np.ndarray, masks: np.ndarray, proposals: np.ndarray,
                       revised: np.ndarray, fills: dict[str, np.ndarray]) -> None:
     """The first GRID_ROWS test images: input with the hole white, the first proposal, the K
-    revised fills, the baselines (the L2 U-Net if scored) and the truth."""
+    revised fills, the baselines (the L2 U-Net and the nearest fill if scored) and the truth."""
     rows = min(GRID_ROWS, len(images))
-    l2 = [("L2 U-Net", fills[L2_UNET])] if L2_UNET in fills else []
+    scored = [(title, fills[key]) for title, key in (("L2 U-Net", L2_UNET), ("nearest", NEAREST))
+              if key in fills]
     columns = ([("input", images * (1 - masks) + masks), ("proposal 1", proposals[0])]
-               + [(f"fill {i + 1}", revised[i]) for i in range(len(revised))] + l2
+               + [(f"fill {i + 1}", revised[i]) for i in range(len(revised))] + scored
                + [("harmonic", fills[HARMONIC]), ("mean", fills[MEAN]), ("truth", images)])
     save_labelled_grid(path, columns, rows)
 
