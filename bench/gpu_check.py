@@ -57,7 +57,8 @@ def one_iteration(device: str, states: dict, cfg, x: np.ndarray, z: np.ndarray) 
     optimizers = make_optimizers(models, t)
     with paddle.no_grad():
         x_hat = models.decoder(paddle.to_tensor(z))
-    x_tilde = langevin(models.ebm, x_hat, replace(cfg.langevin, noise=False))
+    # autograd on both devices: the same computation, only the kernels differ
+    x_tilde = langevin(models.ebm, x_hat, replace(cfg.langevin, noise=False, gradient="autograd"))
     stats = learn(models, optimizers, paddle.to_tensor(x), x_tilde, t)
     return {"proposals": x_hat.numpy(), "revised": x_tilde.numpy(), **asdict(stats),
             "ebm_after": np.concatenate([p.numpy().ravel() for p in models.ebm.parameters()])}
