@@ -8,20 +8,9 @@ the ratio Paddle / ours, measured in one process.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable
 
 from ebm_vae.utils.runtime import configure_cpu
-
-
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+from timing import best_ms
 
 
 def main() -> None:

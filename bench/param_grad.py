@@ -14,22 +14,11 @@ import argparse
 import os
 import subprocess
 import sys
-import time
-from typing import Callable
 
 import numpy as np
 
 from ebm_vae.utils.runtime import configure_cpu
-
-
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+from timing import best_ms
 
 
 def param_gradient_layer(ebm, weight_grad: str):

@@ -12,24 +12,14 @@ Adam), the VAE update and the host syncs of the statistics. Times are the minimu
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def best_ms(fn, repeats: int) -> float:
-    """Minimum wall time of `fn()` in ms, after one warm-up call."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+from timing import best_ms  # noqa: E402
 
 
 def layer_rows(ebm, x, slope: float, repeats: int) -> list[tuple[str, list[float]]]:
