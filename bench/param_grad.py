@@ -117,8 +117,7 @@ def rows_for(config: str, repeats: int, threads: int, static_only: bool = False
         layer = param_gradient_layer(ebm, weight_grad)
         rows.append(row(f"written out ({weight_grad}), eager", lambda: layer(x, s, theta),
                         layer(x, s, theta)[1].numpy()))
-        predictor = onednn.build_predictor(param_gradient_layer(ebm, weight_grad), specs, threads,
-                                           cache_shapes=1)
+        predictor = onednn.build_predictor(param_gradient_layer(ebm, weight_grad), specs, threads)
         rows.append(row(f"written out ({weight_grad}), oneDNN predictor",
                         lambda: onednn.run(predictor, feed), onednn.run(predictor, feed)[1]))
     return rows

@@ -67,6 +67,28 @@ def test_compiled_gradient_matches_autograd_and_follows_new_weights():
 
 
 @needs_onednn
+def test_another_predictor_in_between_leaves_no_stale_filters(capfd):
+    """Training's in-training FID runs the Inception predictor between Langevin runs: oneDNN's
+    cache setting acts process-wide, so that predictor must not make the EBM's keep old filters."""
+    ebm = tiny_ebm()
+    x = paddle.uniform([7, 2, 9, 9], min=-1.0, max=1.0)
+    auto = lambda v: energy_grad(ebm, v)  # noqa: E731
+    other = paddle.nn.Sequential(paddle.nn.Conv2D(2, 4, 3), paddle.nn.ReLU(), paddle.nn.Conv2D(4, 4, 3))
+    spec = [paddle.static.InputSpec([None, 2, 9, 9], "float32")]
+    predictor = onednn.build_predictor(other, spec, 1)
+    with frozen(ebm):
+        for step in range(3):
+            grad = compiled_gradient(ebm, "onednn", auto)
+            assert grad is not None, capfd.readouterr().err
+            assert rel_l2(grad(x).numpy(), auto(x).numpy()) < 1e-5
+            for n in (7, 3, 7):
+                onednn.run(predictor, [np.random.rand(n, 2, 9, 9).astype(np.float32)])
+            for p in ebm.parameters():
+                p.set_value(p * 1.2 + 0.01)
+    assert "unavailable" not in capfd.readouterr().err
+
+
+@needs_onednn
 def test_langevin_chains_agree_and_chunks_do_not_matter():
     ebm = tiny_ebm(1)
     x = paddle.uniform([6, 2, 9, 9], min=-1.0, max=1.0)

@@ -109,7 +109,7 @@ class CompiledGradient:
         n_weights = sum(int(np.prod(t.shape)) for t in ebm_weights(ebm))
         specs = [paddle.static.InputSpec([None, *self.input_shape], "float32"),
                  paddle.static.InputSpec([n_weights], "float32")]
-        self.predictor = onednn.build_predictor(EnergyGradient(ebm), specs, threads, cache_shapes=1)
+        self.predictor = onednn.build_predictor(EnergyGradient(ebm), specs, threads)
         self.broken: Optional[str] = None
 
     def bind(self, ebm: EBM, autograd: GradFn) -> GradFn:

@@ -24,15 +24,18 @@ def available() -> bool:
     return "cpu" in paddle.get_device() and bool(paddle.base.core.is_compiled_with_mkldnn())
 
 
-def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads: int,
-                    cache_shapes: int = 0) -> Any:
+def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads: int) -> Any:
     """A predictor (oneDNN, `threads` math threads) of `net`'s forward on inputs of `specs`.
     `net` is converted in place by `paddle.jit.to_static`: pass a copy if it is used elsewhere.
 
     oneDNN keeps what it derives from a convolution's filter (its reordered copy) between runs
-    of the same input shapes, as if the filter were a fixed weight. `cache_shapes` > 0 keeps
-    that only for the last `cache_shapes` input shapes: a network whose filters are inputs
-    must be run once on other shapes after they change (core/compiled_grad.py does)."""
+    of the same input shapes, as if the filter were a fixed weight. Every predictor here keeps
+    that for the last input shape only, so a network whose filters are inputs must be run once
+    on another shape after they change (core/compiled_grad.py does). The cache setting acts
+    process-wide: one predictor with Paddle's default (keep every shape) run in between made the
+    others keep every shape too, and the compiled gradient's filters went stale (its check
+    caught it); hence the one setting for all, which costs fixed-shape networks nothing.
+    """
     with tempfile.TemporaryDirectory() as tmp, native_output_silenced():
         prefix = str(Path(tmp) / "net")
         paddle.jit.save(paddle.jit.to_static(net, input_spec=specs, full_graph=True), prefix)
@@ -43,8 +46,7 @@ def build_predictor(net: nn.Layer, specs: list[paddle.static.InputSpec], threads
             config.set_params_file(prefix + ".pdiparams")
         config.disable_gpu()
         config.enable_mkldnn()
-        if cache_shapes:
-            config.set_mkldnn_cache_capacity(cache_shapes)
+        config.set_mkldnn_cache_capacity(1)
         config.set_cpu_math_library_num_threads(threads)
         config.disable_glog_info()
         return paddle.inference.create_predictor(config)
