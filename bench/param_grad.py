@@ -30,11 +30,7 @@ def param_gradient_layer(ebm, weight_grad: str):
 
     class ParamGradient(EnergyGradient):
         def forward(self, x, s, theta):
-            w, offset = [], 0
-            for shape in self.shapes:
-                n = int(np.prod(shape))
-                w.append(theta[offset:offset + n].reshape(shape))
-                offset += n
+            w = self.unpack(theta)
             inputs, pre, h = [], [], x
             for i, (stride, pad, _) in enumerate(self.layers):
                 inputs.append(h)

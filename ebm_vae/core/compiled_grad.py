@@ -66,12 +66,17 @@ class EnergyGradient(nn.Layer):
             self.layers.append((layer.stride, [before, after, before, after], extra))
             size = out
 
-    def forward(self, x: paddle.Tensor, theta: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    def unpack(self, theta: paddle.Tensor) -> list[paddle.Tensor]:
+        """The flat weight vector as the tensors of `ebm_weights`, in their shapes."""
         w, offset = [], 0
         for shape in self.shapes:
             n = int(np.prod(shape))
             w.append(theta[offset:offset + n].reshape(shape))
             offset += n
+        return w
+
+    def forward(self, x: paddle.Tensor, theta: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        w = self.unpack(theta)
         pre, h = [], x
         for i, (stride, pad, _) in enumerate(self.layers):
             pre.append(F.conv2d(h, w[2 * i], w[2 * i + 1], stride=stride, padding=pad))
